@@ -37,7 +37,8 @@ function variableGetter(name: string): Getter | string {
   const dot = name.indexOf(".");
   const ns = dot > 0 ? name.slice(0, dot) : "";
   const rest = dot > 0 ? name.slice(dot + 1) : "";
-  if (rest === "" || !NAME.test(rest)) return `unknown template variable "{${name}}"`;
+  // "{params.*}" is the value of a path's final wildcard (find-my-way names it "*").
+  if (rest === "" || !(NAME.test(rest) || (ns === "params" && rest === "*"))) return `unknown template variable "{${name}}"`;
   switch (ns) {
     case "params":
       return (c) => c.params[rest] ?? "";
