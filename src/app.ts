@@ -1,34 +1,43 @@
 /**
  * Wires the parts together; holds no logic of its own.
- * config → (embedded PDP) → PDP client → identity + mapping → decide → listeners.
+ * config → (embedded PDP) → pool → batcher → cache + coalescing → identity + mapping → decide → listeners.
  */
+import { Registry } from "prom-client";
 import type { Config } from "./config/schema.js";
-import { createDecider } from "./decision/decide.js";
+import { createChecker } from "./decision/checker.js";
+import { createDecider, type Verdict } from "./decision/decide.js";
+import { createDecisionCache } from "./decision/decision-cache.js";
 import { startAdminServer, type AdminServer } from "./http/admin-server.js";
 import { startForwardAuthServer, type ForwardAuthServer } from "./http/forwardauth-server.js";
 import { loadUws } from "./http/uws.js";
 import { createIdentityResolver } from "./identity/resolve.js";
 import { createLogger, decisionLogger, type Logger } from "./log.js";
 import { compileMapper } from "./mapping/mapper.js";
-import { createGrpcPdp, type PdpClient } from "./pdp/client.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { createBatcher } from "./pdp/batcher.js";
 import { EmbeddedPdp } from "./pdp/embedded.js";
-import { startHealthWatch, type HealthWatch } from "./pdp/health.js";
+import { startHealthWatch } from "./pdp/health.js";
+import { createPool } from "./pdp/pool.js";
 
 export interface App {
   readonly port: number;
   readonly adminPort: number;
   readonly logger: Logger;
+  readonly metrics: Metrics;
   /** Graceful stop: readiness off, stop accepting, let in-flight checks finish, close the PDP. */
   shutdown(): Promise<void>;
 }
 
 export interface AppOptions {
   readonly logger?: Logger;
+  /** A registry of one's own (tests); default: a new one with Node.js process metrics. */
+  readonly registry?: Registry;
 }
 
 export async function startApp(config: Config, opts: AppOptions = {}): Promise<App> {
   loadUws(); // refuse the JS fallback before anything else starts
   const logger = opts.logger ?? createLogger(config.log.level);
+  const metrics = createMetrics(opts.registry ?? new Registry());
   const mapper = compileMapper(config);
   const identity = createIdentityResolver(config.identity);
 
@@ -42,15 +51,42 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     await embedded.start();
   }
   const target = embedded ? embedded.grpcTarget : config.pdp.address!;
-  const pdp: PdpClient = createGrpcPdp({ target, tls: config.pdp.tls, timeoutMs: config.pdp.timeoutMs });
-
-  let shuttingDown = false;
-  const health: HealthWatch = startHealthWatch(pdp, {
-    onChange: (up) => logger[up ? "info" : "warn"]({ pdp: target }, up ? "PDP is healthy" : "PDP health check failing"),
+  const pool = createPool({
+    target,
+    tls: config.pdp.tls,
+    connections: config.pdp.connections,
+    timeoutMs: config.pdp.timeoutMs,
+    onCall: (code, seconds) => metrics.pdpCall(code, seconds),
+  });
+  const batcher = createBatcher(pool, {
+    maxResourcesPerRequest: config.pdp.maxResourcesPerRequest,
+    maxActionsPerResource: config.pdp.maxActionsPerResource,
+    maxDelayMs: config.batch.maxDelayMs,
+    maxPendingChecks: config.pdp.maxPendingChecks,
+    onBatch: (n) => metrics.batchSize(n),
+    onPending: (n) => metrics.setPendingChecks(n),
+  });
+  const cache = createDecisionCache(config.cache);
+  const checker = createChecker(cache, batcher, {
+    cacheHit: metrics.cacheHit,
+    cacheMiss: metrics.cacheMiss,
+    coalesced: metrics.coalesced,
   });
 
-  const onDecision = decisionLogger(logger, config.log.decisions);
-  const decide = createDecider({ config, identity, mapper, pdp, ...(onDecision ? { onDecision } : {}) });
+  let shuttingDown = false;
+  const health = startHealthWatch(pool, {
+    onChange: (up) => {
+      metrics.setPdpUp(up);
+      logger[up ? "info" : "warn"]({ pdp: target }, up ? "PDP is healthy" : "PDP health check failing");
+    },
+  });
+
+  const logDecision = decisionLogger(logger, config.log.decisions);
+  const onDecision = (v: Verdict, requestId: string, ms: number) => {
+    metrics.request(v.route, v.outcome, ms / 1000);
+    logDecision?.(v, requestId, ms);
+  };
+  const decide = createDecider({ config, identity, mapper, checker, onDecision });
 
   let forwardAuth: ForwardAuthServer | undefined;
   let admin: AdminServer | undefined;
@@ -58,12 +94,23 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     forwardAuth = await startForwardAuthServer({ listen: config.listen, decide });
     admin = await startAdminServer({
       listen: config.admin.listen,
-      handlers: { ready: () => !shuttingDown && health.up() && identity.ready() },
+      handlers: {
+        ready: () => !shuttingDown && health.up() && identity.ready(),
+        metrics: async () => {
+          metrics.setCacheEntries(cache.size());
+          return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+        },
+        purgeCache: () => {
+          cache.purge();
+          logger.info("decision cache purged");
+        },
+      },
     });
   } catch (error) {
     forwardAuth?.close();
     health.stop();
-    pdp.close();
+    identity.close();
+    pool.close();
     await embedded?.stop();
     throw error;
   }
@@ -76,6 +123,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     port: fa.port,
     adminPort: ad.port,
     logger,
+    metrics,
     shutdown() {
       stopping ??= (async () => {
         shuttingDown = true;
@@ -85,10 +133,9 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
         ad.close();
         health.stop();
         identity.close();
-        pdp.close();
+        pool.close();
         await embedded?.stop();
         logger.info("stopped");
-        logger.flush?.();
       })();
       return stopping;
     },

@@ -5,7 +5,7 @@
  */
 import { pino, type Logger } from "pino";
 import type { Config } from "./config/schema.js";
-import type { DecisionRecord } from "./decision/decide.js";
+import type { Verdict } from "./decision/decide.js";
 
 export type { Logger };
 
@@ -17,15 +17,15 @@ export function createLogger(level: Config["log"]["level"], destination?: NodeJS
 }
 
 /** A decision-log writer per `log.decisions` (none | deny | all); undefined when nothing is logged. */
-export function decisionLogger(logger: Logger, mode: Config["log"]["decisions"]): ((r: DecisionRecord) => void) | undefined {
+export function decisionLogger(logger: Logger, mode: Config["log"]["decisions"]): ((r: Verdict, requestId: string, durationMs: number) => void) | undefined {
   if (mode === "none") return undefined;
   const all = mode === "all";
-  return (r) => {
+  return (r, requestId, durationMs) => {
     if (!all && r.outcome === "allow") return;
     logger.info(
       {
         decision: true,
-        requestId: r.requestId,
+        requestId,
         route: r.route,
         principal: r.check?.principal.id ?? null,
         resourceKind: r.check?.resource.kind ?? null,
@@ -33,7 +33,7 @@ export function decisionLogger(logger: Logger, mode: Config["log"]["decisions"])
         action: r.check?.action ?? null,
         outcome: r.outcome,
         status: r.status,
-        durationMs: Math.round(r.durationMs * 1000) / 1000,
+        durationMs: Math.round(durationMs * 1000) / 1000,
         cerbosCallId: r.callId ?? null,
         ...(r.refusal && r.refusal.code !== "forbidden" ? { reason: r.refusal.message } : {}),
       },

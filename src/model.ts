@@ -69,6 +69,8 @@ export interface Decision {
   readonly allowed: boolean;
   /** Cerbos call id of the PDP call that decided, for the decision log. */
   readonly callId?: string;
+  /** True when answered from the decision cache. */
+  readonly cached?: boolean;
 }
 
 /** The outcome label of a request (metric label and log field). */

@@ -91,6 +91,16 @@ const pdp = z
       .optional(),
     tls: z.union([z.literal(false), z.literal(true), tlsFiles]).default(false),
     timeoutMs: ms(250, 1, 60_000),
+    /** gRPC connections in the pool, each its own HTTP/2 connection. */
+    connections: z.number().int().min(1).max(64).default(2),
+    /** Checks waiting or in flight; beyond it new checks answer 503 at once. */
+    maxPendingChecks: z.number().int().min(1).max(10_000_000).default(10_000),
+    /** Keep equal to the PDP's server.requestLimits.maxResourcesPerRequest. */
+    maxResourcesPerRequest: z.number().int().min(1).max(10_000).default(50),
+    /** Keep equal to the PDP's server.requestLimits.maxActionsPerResource. */
+    maxActionsPerResource: z.number().int().min(1).max(10_000).default(50),
+    /** auto: CheckResources for one principal, AuthZEN batches across principals. */
+    protocol: z.enum(["auto", "checkresources", "authzen"]).default("auto"),
   })
   .superRefine((p, ctx) => {
     if ((p.address === undefined) === (p.embedded === undefined)) {
@@ -133,6 +143,8 @@ const route = z
     action: template.optional(),
     actions: z.record(z.string().regex(METHOD, "expected an upper-case method token"), z.string().min(1)).optional(),
     shadow: z.boolean().default(false),
+    /** false: never cache this route's decisions. */
+    cache: z.boolean().default(true),
   })
   .superRefine((r, ctx) => {
     if ((r.action === undefined) === (r.actions === undefined)) {
@@ -153,6 +165,103 @@ const anonymous = z.strictObject({
   attr: z.record(z.string(), attrValue).default({}),
 });
 
+/**
+ * identity.jwt (SPEC §4, §5.3 point 1). Cross-field rules are checked in `checkJwt`.
+ * Algorithms: asymmetric ones verify against the key set (jwksUrl or jwksFile); HS* only against
+ * `hmacSecret`, never against a key from the key set. "none" is never accepted.
+ */
+export const JWT_ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"] as const;
+export const JWT_HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"] as const;
+const JWT_ALGORITHMS: readonly string[] = [...JWT_ASYMMETRIC_ALGORITHMS, ...JWT_HMAC_ALGORITHMS];
+export type JwtAlgorithm = (typeof JWT_ASYMMETRIC_ALGORITHMS)[number] | (typeof JWT_HMAC_ALGORITHMS)[number];
+
+const jwtAlgorithm = z.string().superRefine((alg, ctx) => {
+  if (alg.toLowerCase() === "none") ctx.addIssue({ code: "custom", message: `"none" is never accepted` });
+  else if (!JWT_ALGORITHMS.includes(alg)) ctx.addIssue({ code: "custom", message: `unsupported algorithm ${JSON.stringify(alg)} (one of ${JWT_ALGORITHMS.join(", ")})` });
+}).transform((alg) => alg as JwtAlgorithm);
+
+/** A claim path: dots for nesting (realm_access.roles), or a whole top-level name (https://example.com/roles). */
+const claimPath = z.string().min(1).max(256);
+const stringOrList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+const jwt = z
+  .strictObject({
+    header: headerName.optional(),
+    cookie: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "expected a cookie name").optional(),
+    jwksUrl: z.string().optional(),
+    jwksFile: z.string().min(1).optional(),
+    jwksCa: z.string().min(1).optional(),
+    hmacSecret: z.string().min(32, "must have at least 32 characters").optional(),
+    issuer: stringOrList.optional(),
+    audience: stringOrList.optional(),
+    algorithms: z.array(jwtAlgorithm).min(1),
+    clockToleranceSec: z.number().int().min(0).max(300).default(30),
+    /** Expected "typ" header (e.g. "at+jwt" for RFC 9068 access tokens); not checked when absent. */
+    typ: z.string().min(1).optional(),
+    principal: z
+      .strictObject({
+        id: claimPath.default("sub"),
+        roles: claimPath.default("roles"),
+        /** Used when the token carries no roles; without it such a token is refused (401). */
+        defaultRoles: z.array(z.string().min(1)).min(1).optional(),
+        /** A list of claim paths (principal.attr key = the path as written) or a map attr name → claim path. */
+        attr: z.union([z.array(claimPath), z.record(z.string().min(1), claimPath)]).default([]),
+      })
+      .prefault({}),
+    forwardToken: z.boolean().default(false),
+    jwksTimeoutMs: ms(2000, 1, 30_000),
+    jwksRefreshIntervalMs: ms(300_000, 30_000, 86_400_000),
+    /** Verified tokens kept (keyed by the whole token, never beyond exp); 0 disables. */
+    tokenCacheEntries: z.number().int().min(0).max(1_000_000).default(10_000),
+  })
+  .superRefine(checkJwt, evenWithOtherProblems);
+
+function checkJwt(j: Record<string, unknown>, ctx: z.core.$RefinementCtx<unknown>): void {
+  // Guarded reads: this runs even when other fields have problems (see evenWithOtherProblems).
+  if (j["header"] !== undefined && j["cookie"] !== undefined) {
+    ctx.addIssue({ code: "custom", message: "at most one of header and cookie (the default is the Authorization header)" });
+  }
+  const algs = Array.isArray(j["algorithms"]) ? j["algorithms"].filter((a): a is string => typeof a === "string") : [];
+  const hmac = algs.filter((a) => (JWT_HMAC_ALGORITHMS as readonly string[]).includes(a));
+  const asymmetric = algs.filter((a) => (JWT_ASYMMETRIC_ALGORITHMS as readonly string[]).includes(a));
+  // "What is not listed" is only judged on a list without its own problems.
+  const listIsValid = algs.length > 0 && algs.every((a) => JWT_ALGORITHMS.includes(a));
+  const url = j["jwksUrl"];
+  const file = j["jwksFile"];
+  if (url !== undefined && file !== undefined) ctx.addIssue({ code: "custom", message: "at most one of jwksUrl and jwksFile" });
+  if (asymmetric.length > 0 && url === undefined && file === undefined) {
+    ctx.addIssue({ code: "custom", message: `algorithms ${asymmetric.join(", ")} need a key set: jwksUrl or jwksFile` });
+  }
+  if (asymmetric.length === 0 && listIsValid) {
+    if (url !== undefined) ctx.addIssue({ code: "custom", path: ["jwksUrl"], message: "no asymmetric algorithm is listed, so the key set would never be used" });
+    if (file !== undefined) ctx.addIssue({ code: "custom", path: ["jwksFile"], message: "no asymmetric algorithm is listed, so the key set would never be used" });
+  }
+  if (hmac.length > 0 && j["hmacSecret"] === undefined) {
+    ctx.addIssue({ code: "custom", path: ["hmacSecret"], message: `algorithms ${hmac.join(", ")} need an explicit hmacSecret` });
+  }
+  if (hmac.length === 0 && j["hmacSecret"] !== undefined && listIsValid) {
+    ctx.addIssue({ code: "custom", path: ["hmacSecret"], message: "hmacSecret is set but no HS* algorithm is listed" });
+  }
+  if (typeof url === "string") {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(url);
+    } catch {
+      ctx.addIssue({ code: "custom", path: ["jwksUrl"], message: "expected an http:// or https:// URL" });
+    }
+    if (parsed) {
+      if (parsed.protocol !== "http:" && parsed.protocol !== "https:") ctx.addIssue({ code: "custom", path: ["jwksUrl"], message: "expected an http:// or https:// URL" });
+      if (parsed.username !== "" || parsed.password !== "") ctx.addIssue({ code: "custom", path: ["jwksUrl"], message: "credentials in the URL are not supported" });
+      if (parsed.hash !== "") ctx.addIssue({ code: "custom", path: ["jwksUrl"], message: "a URL fragment is not allowed" });
+      if (j["jwksCa"] !== undefined && parsed.protocol !== "https:") ctx.addIssue({ code: "custom", path: ["jwksCa"], message: "jwksCa needs an https:// jwksUrl" });
+    }
+  } else if (j["jwksCa"] !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["jwksCa"], message: "jwksCa needs an https:// jwksUrl" });
+  }
+  const algList = Array.isArray(j["algorithms"]) ? j["algorithms"] : [];
+  if (new Set(algList).size !== algList.length) ctx.addIssue({ code: "custom", path: ["algorithms"], message: "an algorithm is listed twice" });
+}
+
 export const configSchema = z
   .strictObject({
     listen: hostPort.default("127.0.0.1:8080"),
@@ -161,6 +270,7 @@ export const configSchema = z
     pdp: pdp.prefault({}),
     identity: z
       .strictObject({
+        jwt: jwt.optional(),
         trustedHeaders: trustedHeaders.optional(),
         anonymous: anonymous.optional(),
       })
@@ -180,6 +290,20 @@ export const configSchema = z
       })
       // prefault, not default: zod shallow-copies a default, so a nested `{}` would be one object
       // shared by every parsed (and deep-frozen) config.
+      .prefault({}),
+    batch: z
+      .strictObject({
+        /** 0: flush at the end of the current event-loop turn; otherwise wait up to this long for more checks. */
+        maxDelayMs: z.number().int().min(0).max(1000).default(0),
+      })
+      .prefault({}),
+    cache: z
+      .strictObject({
+        /** Decisions kept; 0 disables the cache. */
+        maxEntries: z.number().int().min(0).max(10_000_000).default(100_000),
+        allowTtlMs: z.number().int().min(0).max(86_400_000).default(10_000),
+        denyTtlMs: z.number().int().min(0).max(86_400_000).default(2_000),
+      })
       .prefault({}),
     log: z
       .strictObject({

@@ -1,15 +1,17 @@
 /**
  * decide(): one forwarded request in, one verdict out. The stages run in SPEC order —
- * request shape (400/414), identity (401), mapping (403/400), then the PDP — and every
- * failure becomes a Refusal: nothing but an explicit PDP allow (or a shadow route) yields `allow`.
+ * request shape (400/414), identity (401), mapping (403/400), then the decision (cache →
+ * coalescing → PDP) — and every failure becomes a Refusal: nothing but an explicit PDP allow
+ * (or a shadow route) yields `allow`. When every stage is synchronous (a cache hit) the verdict
+ * is returned directly, without a promise.
  */
 import { normalizeHeaderName, type Config } from "../config/schema.js";
 import { Refusal } from "../errors.js";
-import { rebuildRequest, type RebuildOptions } from "../request/forwarded.js";
 import type { IdentityResolver } from "../identity/resolve.js";
 import type { Mapper } from "../mapping/mapper.js";
-import type { Check, Outcome } from "../model.js";
-import type { PdpClient } from "../pdp/client.js";
+import type { Check, Decision, ForwardedRequest, Identity, Outcome } from "../model.js";
+import { rebuildRequest, type RebuildOptions } from "../request/forwarded.js";
+import type { Checker } from "./checker.js";
 import { compileResponseHeaders, type ResponseHeaders } from "./response-headers.js";
 
 export type HeaderList = ReadonlyArray<readonly [name: string, value: string]>;
@@ -27,81 +29,105 @@ export interface Verdict {
   readonly callId?: string;
 }
 
-export interface DecisionRecord extends Verdict {
-  readonly requestId: string;
-  readonly durationMs: number;
-}
-
 export interface DeciderDeps {
   readonly config: Config;
   readonly identity: IdentityResolver;
   readonly mapper: Mapper;
-  readonly pdp: PdpClient;
+  readonly checker: Checker;
   /** Called once per decided request (logs, metrics). Must not throw. */
-  readonly onDecision?: (record: DecisionRecord) => void;
+  readonly onDecision?: (verdict: Verdict, requestId: string, durationMs: number) => void;
 }
 
-export type Decide = (headers: HeaderList, requestId: string) => Promise<Verdict>;
+/** `started` is performance.now() when the request arrived. */
+export type Decide = (headers: HeaderList, requestId: string, started: number) => Verdict | Promise<Verdict>;
 
 const NO_HEADERS: HeaderList = Object.freeze([]);
 
+function refuse(error: unknown, route: string, check?: Check): Verdict {
+  // Fail closed: an unexpected error is "unavailable", never an allow.
+  const refusal = error instanceof Refusal ? error : new Refusal("unavailable", `internal error: ${(error as Error)?.message ?? String(error)}`);
+  return { status: refusal.status, outcome: refusal.outcome, route, headers: NO_HEADERS, refusal, ...(check ? { check } : {}) };
+}
+
+const FORBIDDEN_BY_ROUTE = new Refusal("forbidden", "no mapping allows this request");
+const FORBIDDEN_BY_POLICY = new Refusal("forbidden", "denied by policy");
+
 export function createDecider(deps: DeciderDeps): Decide {
-  const { config, identity, mapper, pdp, onDecision } = deps;
+  const { config, identity, mapper, checker, onDecision } = deps;
   const rebuild: RebuildOptions = {
     paths: config.paths,
     ownHeaderNames: new Set(Object.keys(config.response.headers).map(normalizeHeaderName)),
   };
   const responseHeaders: ResponseHeaders = compileResponseHeaders(config.response.headers);
 
-  const refuse = (refusal: Refusal, route: string, check?: Check): Verdict => ({
-    status: refusal.status,
-    outcome: refusal.outcome,
-    route,
-    headers: NO_HEADERS,
-    refusal,
-    ...(check ? { check } : {}),
-  });
+  function verdictOf(req: ForwardedRequest, who: Identity, route: string, shadow: boolean, check: Check, decision: Decision): Verdict {
+    const callId = decision.callId ? { callId: decision.callId } : {};
+    if (decision.allowed || shadow) {
+      return {
+        status: 200,
+        outcome: decision.allowed ? "allow" : "shadow_deny",
+        route,
+        headers: responseHeaders({ req, identity: who, params: {} }),
+        check,
+        ...callId,
+      };
+    }
+    return { ...refuse(FORBIDDEN_BY_POLICY, route, check), ...callId };
+  }
 
-  async function run(headers: HeaderList): Promise<Verdict> {
+  function afterIdentity(req: ForwardedRequest, who: Identity): Verdict | Promise<Verdict> {
     let route = "-";
-    let check: Check | undefined;
     try {
-      const req = rebuildRequest(headers, rebuild);
-      const pending = identity.resolve(req);
-      const who = pending instanceof Promise ? await pending : pending;
       const mapping = mapper.map(req, who);
       route = mapping.route;
-      if (mapping.kind === "deny") return refuse(new Refusal("forbidden", "no mapping allows this request"), route);
-      check = {
+      if (mapping.kind === "deny") return refuse(FORBIDDEN_BY_ROUTE, route);
+      const check: Check = {
         principal: who.principal,
         resource: mapping.resource,
         action: mapping.action,
         ...(who.forwardedToken ? { token: who.forwardedToken } : {}),
       };
-      const decision = await pdp.check(check);
-      if (decision.allowed || mapping.shadow) {
-        return {
-          status: 200,
-          outcome: decision.allowed ? "allow" : "shadow_deny",
-          route,
-          headers: responseHeaders({ req, identity: who, params: {} }),
-          check,
-          ...(decision.callId ? { callId: decision.callId } : {}),
-        };
+      const decided = checker(check, { cacheable: mapping.cacheable, ...(who.expiresAt !== undefined ? { expiresAt: who.expiresAt } : {}) });
+      const { shadow } = mapping;
+      const r = route;
+      if (decided instanceof Promise) {
+        return decided.then(
+          (d) => verdictOf(req, who, r, shadow, check, d),
+          (e: unknown) => refuse(e, r, check),
+        );
       }
-      return { ...refuse(new Refusal("forbidden", "denied by policy"), route, check), ...(decision.callId ? { callId: decision.callId } : {}) };
+      return verdictOf(req, who, route, shadow, check, decided);
     } catch (error) {
-      // Fail closed: an unexpected error is "unavailable", never an allow.
-      const refusal = error instanceof Refusal ? error : new Refusal("unavailable", `internal error: ${(error as Error)?.message ?? error}`);
-      return refuse(refusal, route, check);
+      return refuse(error, route);
+    }
+  }
+
+  function run(headers: HeaderList): Verdict | Promise<Verdict> {
+    try {
+      const req = rebuildRequest(headers, rebuild);
+      const who = identity.resolve(req);
+      if (who instanceof Promise) {
+        return who.then(
+          (w) => afterIdentity(req, w),
+          (e: unknown) => refuse(e, "-"),
+        );
+      }
+      return afterIdentity(req, who);
+    } catch (error) {
+      return refuse(error, "-");
     }
   }
 
   if (!onDecision) return run;
-  return async (headers, requestId) => {
-    const started = performance.now();
-    const verdict = await run(headers);
-    onDecision({ ...verdict, requestId, durationMs: performance.now() - started });
+  return (headers, requestId, started) => {
+    const verdict = run(headers);
+    if (verdict instanceof Promise) {
+      return verdict.then((v) => {
+        onDecision(v, requestId, performance.now() - started);
+        return v;
+      });
+    }
+    onDecision(verdict, requestId, performance.now() - started);
     return verdict;
   };
 }

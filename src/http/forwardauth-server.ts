@@ -35,6 +35,7 @@ export async function startForwardAuthServer(opts: { listen: string; decide: Dec
   };
 
   app.any("/*", (res, req) => {
+    const started = performance.now();
     const headers: Array<readonly [string, string]> = [];
     let incomingId: string | undefined;
     let idCount = 0;
@@ -50,12 +51,18 @@ export async function startForwardAuthServer(opts: { listen: string; decide: Dec
       writeUnavailable(res, requestId, true);
       return;
     }
+    const decided = opts.decide(headers, requestId, started);
+    if (!(decided instanceof Promise)) {
+      // Answered synchronously (cache hit or early refusal): still corked, no abort handler needed.
+      writeVerdict(res, decided, requestId);
+      return;
+    }
     let aborted = false;
     res.onAborted(() => {
       aborted = true;
     });
     inFlight++;
-    opts.decide(headers, requestId).then(
+    decided.then(
       (verdict) => {
         if (!aborted) res.cork(() => writeVerdict(res, verdict, requestId, draining));
         settle();

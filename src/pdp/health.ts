@@ -1,14 +1,14 @@
 /**
  * Periodic gRPC health check of the PDP (SPEC §7: at least every 2 s). Drives /readyz.
  */
-import type { PdpClient } from "./client.js";
+import type { PdpPool } from "./pool.js";
 
 export interface HealthWatch {
   up(): boolean;
   stop(): void;
 }
 
-export function startHealthWatch(pdp: PdpClient, opts: { intervalMs?: number; onChange?: (up: boolean) => void } = {}): HealthWatch {
+export function startHealthWatch(pdp: Pick<PdpPool, "healthy">, opts: { intervalMs?: number; onChange?: (up: boolean) => void } = {}): HealthWatch {
   const intervalMs = opts.intervalMs ?? 1000;
   let up = false;
   let stopped = false;

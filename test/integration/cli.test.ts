@@ -77,13 +77,13 @@ routes:
     path: /x/:id
     resource: { kind: doc, id: "{params.nope}" }
     actions: { get: read }
-cache: { maxEntries: 5 }
+metrics: { enabled: true }
 `);
     const proc = runCli(["--config", path, "--check"]);
     const { code } = await proc.exited;
     expect(code).toBe(1);
     const err = proc.stderr();
-    for (const expected of ["listen", "pdp", "routes[0].resource.id", "routes[1].name", "routes[1].resource.id", "routes[1].actions", "cache"]) {
+    for (const expected of ["listen", "pdp", "routes[0].resource.id", "routes[1].name", "routes[1].resource.id", "routes[1].actions", "metrics"]) {
       expect(err, expected).toContain(expected);
     }
     expect(err.split("\n").filter((l) => l.trim()).length).toBeGreaterThanOrEqual(8);

@@ -12,10 +12,13 @@ import { startService, waitFor, type TestService } from "../support/service.js";
 
 const policiesDir = fileURLToPath(new URL("../fixtures/policies", import.meta.url));
 const TIMEOUT_MS = 250;
-const ADMIN = forwarded("DELETE", "/admin/users", undefined, [
-  ["Remote-User", "root"],
-  ["Remote-Groups", "admin"],
-]);
+let seq = 0;
+/** A request the policies allow, on a path never asked before (so no cache answers it). */
+const admin = () =>
+  forwarded("DELETE", `/admin/users/${++seq}`, undefined, [
+    ["Remote-User", "root"],
+    ["Remote-Groups", "admin"],
+  ]);
 const IDENTITY = { trustedHeaders: { id: "Remote-User", roles: "Remote-Groups" } };
 
 async function readyz(port: number): Promise<number> {
@@ -44,11 +47,11 @@ describe("PDP stopped and restarted", () => {
 
   it("answers 503 within the deadline while the PDP is down, then allows again without a restart", async () => {
     await waitFor(async () => (await readyz(svc.adminPort)) === 200, { what: "readyz 200" });
-    expect((await rawRequest(svc.port, { headers: ADMIN })).status).toBe(200);
+    expect((await rawRequest(svc.port, { headers: admin() })).status).toBe(200);
 
     await pdp.stop();
     const seen = svc.decisions().length;
-    const answers = await Promise.all(Array.from({ length: 20 }, () => rawRequest(svc.port, { headers: ADMIN })));
+    const answers = await Promise.all(Array.from({ length: 20 }, () => rawRequest(svc.port, { headers: admin() })));
     for (const res of answers) expectUnavailable(res);
     // The service's own measure of each decision (the test client shares 2 busy cores).
     const durations = svc
@@ -61,7 +64,7 @@ describe("PDP stopped and restarted", () => {
 
     await pdp.start();
     const restarted = Date.now();
-    await waitFor(async () => (await rawRequest(svc.port, { headers: ADMIN })).status === 200, { timeoutMs: 5000, intervalMs: 50, what: "allow after PDP restart" });
+    await waitFor(async () => (await rawRequest(svc.port, { headers: admin() })).status === 200, { timeoutMs: 5000, intervalMs: 50, what: "allow after PDP restart" });
     expect(Date.now() - restarted).toBeLessThan(5000);
     await waitFor(async () => (await readyz(svc.adminPort)) === 200, { what: "readyz 200 again" });
   });
@@ -89,7 +92,7 @@ describe("PDP that never answers", () => {
 
   it("answers 503 at the deadline, never 2xx", async () => {
     const seen = svc.decisions().length;
-    const answers = await Promise.all(Array.from({ length: 10 }, () => rawRequest(svc.port, { headers: ADMIN })));
+    const answers = await Promise.all(Array.from({ length: 10 }, () => rawRequest(svc.port, { headers: admin() })));
     for (const res of answers) expectUnavailable(res);
     const durations = svc
       .decisions()

@@ -30,7 +30,18 @@ describe("defaults", () => {
     const c = parse(MINIMAL);
     expect(c.listen).toBe("127.0.0.1:8080");
     expect(c.admin.listen).toBe("127.0.0.1:9090");
-    expect(c.pdp).toEqual({ address: "127.0.0.1:3593", tls: false, timeoutMs: 250 });
+    expect(c.pdp).toEqual({
+      address: "127.0.0.1:3593",
+      tls: false,
+      timeoutMs: 250,
+      connections: 2,
+      maxPendingChecks: 10_000,
+      maxResourcesPerRequest: 50,
+      maxActionsPerResource: 50,
+      protocol: "auto",
+    });
+    expect(c.cache).toEqual({ maxEntries: 100_000, allowTtlMs: 10_000, denyTtlMs: 2_000 });
+    expect(c.batch).toEqual({ maxDelayMs: 0 });
     expect(c.unmatched).toBe("generic");
     expect(c.log).toEqual({ level: "info", decisions: "deny" });
     expect(c.paths).toEqual({ mergeSlashes: false, stripMatrixParams: false, caseInsensitive: false });
@@ -41,7 +52,7 @@ describe("defaults", () => {
 
   it("fills in route defaults", () => {
     const c = parse(`${MINIMAL}routes:\n  - name: r\n    resource: { kind: k, id: x }\n    action: read\n`);
-    expect(c.routes[0]).toEqual({ name: "r", resource: { kind: "k", id: "x", attr: {} }, action: "read", shadow: false });
+    expect(c.routes[0]).toEqual({ name: "r", resource: { kind: "k", id: "x", attr: {} }, action: "read", shadow: false, cache: true });
   });
 
   it("treats an empty file as an empty mapping and names what is missing", () => {
@@ -140,10 +151,10 @@ describe("typed substitution in plain scalars", () => {
 describe("unknown keys", () => {
   it("reports each unknown key with its full path", () => {
     const problems = problemsOf(() =>
-      parse(`${MINIMAL}  conections: 2\ncache:\n  maxEntries: 1\nroutes:\n  - name: r\n    resource: { kind: k, id: x, atr: {} }\n    action: read\n    cache: false\nlog:\n  format: json\n`),
+      parse(`${MINIMAL}  conections: 2\ncaches:\n  maxEntries: 1\nroutes:\n  - name: r\n    resource: { kind: k, id: x, atr: {} }\n    action: read\n    cached: false\nlog:\n  format: json\n`),
     );
     expect([...problems].sort()).toEqual(
-      ["cache: unknown key", "log.format: unknown key", "pdp.conections: unknown key", "routes[0].cache: unknown key", "routes[0].resource.atr: unknown key"].sort(),
+      ["caches: unknown key", "log.format: unknown key", "pdp.conections: unknown key", "routes[0].cached: unknown key", "routes[0].resource.atr: unknown key"].sort(),
     );
   });
 
@@ -160,7 +171,7 @@ describe("all problems at once", () => {
   it("reports every mistake of a config in one ConfigError", () => {
     const yaml = `
 listen: 127.0.0.1:8080
-cache:
+caches:
   maxEntries: 10
 pdp:
   address: 127.0.0.1:3593
@@ -196,7 +207,7 @@ routes:
     const problems = (error as ConfigError).problems;
     expect([...problems].sort()).toEqual(
       [
-        "cache: unknown key",
+        "caches: unknown key",
         "pdp: exactly one of pdp.address and pdp.embedded is required",
         "routes[0].resource.id: required",
         'routes[1].resource.id: unknown template variable "{params.nope}" (path "/items/:id" has :id)',

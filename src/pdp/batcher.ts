@@ -1,0 +1,196 @@
+/**
+ * The batcher (SPEC §6): checks are queued, grouped by principal (and forwarded token), and
+ * flushed at the end of the event-loop turn (or after `batch.maxDelayMs`) as CheckResources
+ * calls of at most `maxResourcesPerRequest` resources; several actions on one resource share an
+ * entry (up to `maxActionsPerResource`).
+ *
+ * DataLoader's contract, each rule tested by name:
+ * - results are matched by position and checked against the resource sent (a mismatch denies);
+ * - a failed call rejects every one of its waiters at once — none is left hanging;
+ * - INVALID_ARGUMENT for a batch is retried item by item, so one bad item cannot fail its neighbours;
+ * - nothing here caches.
+ * `maxPendingChecks` bounds checks waiting or in flight: beyond it a check is refused at once.
+ */
+import { PdpUnavailable } from "../errors.js";
+import type { Check, Decision, Principal, Resource } from "../model.js";
+import { principalKey, resourceKey } from "../decision/cache-key.js";
+import type { PdpPool, ResourceEntry, ResourcesResponse } from "./pool.js";
+
+export interface PdpChecker {
+  /** Resolves with the PDP's decision; rejects only with PdpUnavailable. */
+  check(check: Check): Promise<Decision>;
+  /** Checks waiting or in flight. */
+  pending(): number;
+}
+
+export interface BatcherOptions {
+  readonly maxResourcesPerRequest: number;
+  readonly maxActionsPerResource: number;
+  /** 0: flush at the end of the event-loop turn (setImmediate). */
+  readonly maxDelayMs: number;
+  readonly maxPendingChecks: number;
+  /** Observes the number of checks carried by each call. */
+  readonly onBatch?: (checks: number) => void;
+  /** Observes the pending count when it changes (coarsely: per enqueue burst and per settled call). */
+  readonly onPending?: (pending: number) => void;
+}
+
+interface Waiter {
+  resolve(d: Decision): void;
+  reject(e: PdpUnavailable): void;
+}
+
+/** One resource of a group, with its actions and who waits for each. */
+interface Item {
+  readonly resource: Resource;
+  readonly actions: Map<string, Waiter[]>;
+}
+
+interface Group {
+  readonly principal: Principal;
+  readonly token: string | undefined;
+  readonly items: Map<string, Item>;
+}
+
+/** One unit of a call: an entry sent to the PDP and the waiters of each of its actions. */
+interface Slot {
+  readonly entry: ResourceEntry;
+  readonly waiters: ReadonlyMap<string, Waiter[]>;
+}
+
+const OVERLOAD = () => new PdpUnavailable("too many pending checks", "RESOURCE_EXHAUSTED");
+
+export function createBatcher(pool: Pick<PdpPool, "checkResources">, opts: BatcherOptions): PdpChecker {
+  let queue = new Map<string, Group>();
+  let scheduled = false;
+  let pending = 0;
+  const { onBatch, onPending } = opts;
+
+  function enqueue(check: Check, waiter: Waiter): void {
+    const gKey = check.token === undefined ? principalKey(check.principal) : principalKey(check.principal) + "\u0000" + check.token;
+    let group = queue.get(gKey);
+    if (!group) {
+      group = { principal: check.principal, token: check.token, items: new Map() };
+      queue.set(gKey, group);
+    }
+    const rKey = resourceKey(check.resource);
+    let item = group.items.get(rKey);
+    if (!item) {
+      item = { resource: check.resource, actions: new Map() };
+      group.items.set(rKey, item);
+    }
+    const waiters = item.actions.get(check.action);
+    if (waiters) waiters.push(waiter);
+    else item.actions.set(check.action, [waiter]);
+    if (!scheduled) {
+      scheduled = true;
+      if (opts.maxDelayMs === 0) setImmediate(flush);
+      else setTimeout(flush, opts.maxDelayMs);
+    }
+  }
+
+  function flush(): void {
+    scheduled = false;
+    const groups = queue;
+    queue = new Map();
+    onPending?.(pending);
+    for (const group of groups.values()) {
+      for (const slots of splitIntoCalls(group)) void call(group, slots);
+    }
+  }
+
+  /** Entries of ≤ maxActionsPerResource actions, packed into calls of ≤ maxResourcesPerRequest entries. */
+  function splitIntoCalls(group: Group): Slot[][] {
+    const calls: Slot[][] = [];
+    let current: Slot[] = [];
+    const push = (slot: Slot) => {
+      current.push(slot);
+      if (current.length === opts.maxResourcesPerRequest) {
+        calls.push(current);
+        current = [];
+      }
+    };
+    for (const item of group.items.values()) {
+      if (item.actions.size <= opts.maxActionsPerResource) {
+        push({ entry: { resource: item.resource, actions: [...item.actions.keys()] }, waiters: item.actions });
+        continue;
+      }
+      let chunk = new Map<string, Waiter[]>();
+      for (const [action, waiters] of item.actions) {
+        chunk.set(action, waiters);
+        if (chunk.size === opts.maxActionsPerResource) {
+          push({ entry: { resource: item.resource, actions: [...chunk.keys()] }, waiters: chunk });
+          chunk = new Map();
+        }
+      }
+      if (chunk.size > 0) push({ entry: { resource: item.resource, actions: [...chunk.keys()] }, waiters: chunk });
+    }
+    if (current.length > 0) calls.push(current);
+    return calls;
+  }
+
+  async function call(group: Group, slots: readonly Slot[]): Promise<void> {
+    const checks = slots.reduce((n, s) => n + s.entry.actions.length, 0);
+    onBatch?.(checks);
+    let response: ResourcesResponse;
+    try {
+      response = await pool.checkResources({
+        principal: group.principal,
+        entries: slots.map((s) => s.entry),
+        ...(group.token !== undefined ? { token: group.token } : {}),
+      });
+    } catch (error) {
+      const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
+      if (failure.grpcCode === "INVALID_ARGUMENT" && checks > 1) {
+        await retryItemByItem(group, slots);
+        return;
+      }
+      settleAll(slots, (w) => w.reject(failure));
+      return;
+    }
+    slots.forEach((slot, i) => {
+      const result = response.results[i];
+      // Matched by position and checked against what was sent: anything unexpected denies.
+      const matches =
+        response.results.length === slots.length && result !== undefined && result.kind === slot.entry.resource.kind && result.id === slot.entry.resource.id;
+      for (const [action, waiters] of slot.waiters) {
+        const decision: Decision = { allowed: matches && result.allowed(action), callId: response.callId };
+        for (const w of waiters) w.resolve(decision);
+      }
+    });
+    done(slots);
+  }
+
+  /** One call per (resource, action), so the PDP's refusal of one item fails only that item. */
+  async function retryItemByItem(group: Group, slots: readonly Slot[]): Promise<void> {
+    const singles: Slot[] = [];
+    for (const slot of slots) {
+      for (const [action, waiters] of slot.waiters) {
+        singles.push({ entry: { resource: slot.entry.resource, actions: [action] }, waiters: new Map([[action, waiters]]) });
+      }
+    }
+    // Each single settles (and counts down) its own waiters.
+    await Promise.all(singles.map((s) => call(group, [s])));
+  }
+
+  function settleAll(slots: readonly Slot[], settle: (w: Waiter) => void): void {
+    for (const slot of slots) for (const waiters of slot.waiters.values()) for (const w of waiters) settle(w);
+    done(slots);
+  }
+
+  function done(slots: readonly Slot[]): void {
+    let n = 0;
+    for (const slot of slots) for (const waiters of slot.waiters.values()) n += waiters.length;
+    pending -= n;
+    onPending?.(pending);
+  }
+
+  return {
+    check(check) {
+      if (pending >= opts.maxPendingChecks) return Promise.reject(OVERLOAD());
+      pending++;
+      return new Promise<Decision>((resolve, reject) => enqueue(check, { resolve, reject }));
+    },
+    pending: () => pending,
+  };
+}
