@@ -39,7 +39,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   const logger = opts.logger ?? createLogger(config.log.level);
   const metrics = createMetrics(opts.registry ?? new Registry());
   const mapper = compileMapper(config);
-  const identity = createIdentityResolver(config.identity);
+  const identity = createIdentityResolver(config.identity, { logger });
 
   let embedded: EmbeddedPdp | undefined;
   if (config.pdp.embedded) {

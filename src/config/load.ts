@@ -109,6 +109,11 @@ function resolveFilePaths(config: Config, baseDir: string): void {
     embedded.policies = resolveConfigPath(baseDir, embedded.policies);
     if (embedded.config !== undefined) embedded.config = resolveConfigPath(baseDir, embedded.config);
   }
+  const jwt = config.identity.jwt;
+  if (jwt) {
+    if (jwt.jwksFile !== undefined) jwt.jwksFile = resolveConfigPath(baseDir, jwt.jwksFile);
+    if (jwt.jwksCa !== undefined) jwt.jwksCa = resolveConfigPath(baseDir, jwt.jwksCa);
+  }
   const tls = config.pdp.tls;
   if (typeof tls === "object") {
     for (const key of ["ca", "cert", "key"] as const) {
