@@ -63,6 +63,8 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     maxActionsPerResource: config.pdp.maxActionsPerResource,
     maxDelayMs: config.batch.maxDelayMs,
     maxPendingChecks: config.pdp.maxPendingChecks,
+    protocol: config.pdp.protocol,
+    onAuthzenUnavailable: () => logger.warn("the PDP does not serve AuthZEN: using CheckResources only"),
     onBatch: (n) => metrics.batchSize(n),
     onPending: (n) => metrics.setPendingChecks(n),
   });
@@ -74,9 +76,18 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   });
 
   let shuttingDown = false;
+  /** AuthZEN support is learned from the PDP at start-up and again each time it comes back. */
+  const probeAuthzen = async () => {
+    if (config.pdp.protocol === "checkresources") return;
+    const served = await pool.probeAuthzen();
+    if (served === undefined) return;
+    batcher.setAuthzenAvailable(served);
+    logger.info({ authzen: served, protocol: config.pdp.protocol }, served ? "the PDP serves AuthZEN batches" : "the PDP does not serve AuthZEN");
+  };
   const health = startHealthWatch(pool, {
     onChange: (up) => {
       metrics.setPdpUp(up);
+      if (up) void probeAuthzen();
       logger[up ? "info" : "warn"]({ pdp: target }, up ? "PDP is healthy" : "PDP health check failing");
     },
   });

@@ -10,17 +10,29 @@
  * - INVALID_ARGUMENT for a batch is retried item by item, so one bad item cannot fail its neighbours;
  * - nothing here caches.
  * `maxPendingChecks` bounds checks waiting or in flight: beyond it a check is refused at once.
+ *
+ * A second call shape sits beside CheckResources: with `protocol: auto`, principals that have a
+ * single check in a flush travel together in AuthZEN AccessEvaluationBatch calls (packed by
+ * authzen-packing.ts), while principals with several checks use CheckResources. `authzen` sends
+ * every principal's checks as evaluations; `checkresources` never uses AuthZEN. Checks that carry
+ * a forwarded token, or that AuthZEN cannot express with the same meaning, always use
+ * CheckResources, and so does everything while the PDP is not known to serve AuthZEN.
  */
 import { PdpUnavailable } from "../errors.js";
 import type { Check, Decision, Principal, Resource } from "../model.js";
 import { principalKey, resourceKey } from "../decision/cache-key.js";
+import { authzenCompatible, packUnits, type PackedCall, type Unit } from "./authzen-packing.js";
 import type { PdpPool, ResourceEntry, ResourcesResponse } from "./pool.js";
+
+export type Protocol = "auto" | "checkresources" | "authzen";
 
 export interface PdpChecker {
   /** Resolves with the PDP's decision; rejects only with PdpUnavailable. */
   check(check: Check): Promise<Decision>;
   /** Checks waiting or in flight. */
   pending(): number;
+  /** Whether AuthZEN batches may be used (set from the PDP probe at start-up and on reconnect). */
+  setAuthzenAvailable(available: boolean): void;
 }
 
 export interface BatcherOptions {
@@ -29,6 +41,9 @@ export interface BatcherOptions {
   /** 0: flush at the end of the event-loop turn (setImmediate). */
   readonly maxDelayMs: number;
   readonly maxPendingChecks: number;
+  readonly protocol: Protocol;
+  /** Called when the PDP answers UNIMPLEMENTED to an AuthZEN call (auto falls back to CheckResources). */
+  readonly onAuthzenUnavailable?: () => void;
   /** Observes the number of checks carried by each call. */
   readonly onBatch?: (checks: number) => void;
   /** Observes the pending count when it changes (coarsely: per enqueue burst and per settled call). */
@@ -60,10 +75,11 @@ interface Slot {
 
 const OVERLOAD = () => new PdpUnavailable("too many pending checks", "RESOURCE_EXHAUSTED");
 
-export function createBatcher(pool: Pick<PdpPool, "checkResources">, opts: BatcherOptions): PdpChecker {
+export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBatch">, opts: BatcherOptions): PdpChecker {
   let queue = new Map<string, Group>();
   let scheduled = false;
   let pending = 0;
+  let authzenAvailable = false;
   const { onBatch, onPending } = opts;
 
   function enqueue(check: Check, waiter: Waiter): void {
@@ -94,9 +110,86 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources">, opts: Batch
     const groups = queue;
     queue = new Map();
     onPending?.(pending);
-    for (const group of groups.values()) {
-      for (const slots of splitIntoCalls(group)) void call(group, slots);
+    const evaluations: Array<Unit<Waiter[]>> = [];
+    for (const [key, group] of groups) {
+      if (usesAuthzen(group)) collectUnits(key, group, evaluations);
+      else for (const slots of splitIntoCalls(group)) void call(group, slots);
     }
+    if (evaluations.length === 0) return;
+    if (evaluations.length === 1 && evaluations[0]!.actions.length === 1 && opts.protocol === "auto") {
+      // A lone check: one call either way; CheckResources answers with a call id.
+      const [unit] = evaluations;
+      void callSingle(unit!, unit!.actions[0]!);
+      return;
+    }
+    for (const packed of packUnits(evaluations, opts)) void evaluate(packed);
+  }
+
+  function checksOf(group: Group): number {
+    let n = 0;
+    for (const item of group.items.values()) n += item.actions.size;
+    return n;
+  }
+
+  function usesAuthzen(group: Group): boolean {
+    if (!authzenAvailable || opts.protocol === "checkresources" || group.token !== undefined) return false;
+    if (opts.protocol === "auto" && checksOf(group) > 1) return false;
+    for (const item of group.items.values()) if (!authzenCompatible(group.principal, item.resource)) return false;
+    return true;
+  }
+
+  function collectUnits(key: string, group: Group, out: Array<Unit<Waiter[]>>): void {
+    for (const [rKey, item] of group.items) {
+      let actions: Array<[string, Waiter[]]> = [];
+      for (const entry of item.actions) {
+        actions.push(entry);
+        if (actions.length === opts.maxActionsPerResource) {
+          out.push({ principalKey: key, principal: group.principal, resourceKey: rKey, resource: item.resource, actions });
+          actions = [];
+        }
+      }
+      if (actions.length > 0) out.push({ principalKey: key, principal: group.principal, resourceKey: rKey, resource: item.resource, actions });
+    }
+  }
+
+  /** One AuthZEN batch: decisions by position; anything but `true` denies. */
+  async function evaluate(packed: PackedCall<Waiter[]>): Promise<void> {
+    onBatch?.(packed.evaluations.length);
+    let decisions: Array<boolean | undefined>;
+    try {
+      decisions = await pool.evaluateBatch(packed.evaluations);
+    } catch (error) {
+      const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
+      if (failure.grpcCode === "UNIMPLEMENTED" && opts.protocol === "auto") {
+        authzenAvailable = false;
+        opts.onAuthzenUnavailable?.();
+      }
+      if ((failure.grpcCode === "INVALID_ARGUMENT" || failure.grpcCode === "UNIMPLEMENTED") && (opts.protocol === "auto" || packed.evaluations.length > 1)) {
+        // Item by item over CheckResources, so one bad item (or a PDP without AuthZEN) cannot fail its neighbours.
+        await Promise.all(packed.evaluations.map((e, i) => callSingle(packed.units[i]!, [e.action, packed.waiters[i]!])));
+        return;
+      }
+      for (const waiters of packed.waiters) for (const w of waiters) w.reject(failure);
+      countDown(packed.waiters);
+      return;
+    }
+    packed.waiters.forEach((waiters, i) => {
+      const decision: Decision = { allowed: decisions[i] === true };
+      for (const w of waiters) w.resolve(decision);
+    });
+    countDown(packed.waiters);
+  }
+
+  function callSingle(unit: Unit<Waiter[]>, [action, waiters]: readonly [string, Waiter[]]): Promise<void> {
+    const group: Group = { principal: unit.principal, token: undefined, items: new Map() };
+    return call(group, [{ entry: { resource: unit.resource, actions: [action] }, waiters: new Map([[action, waiters]]) }]);
+  }
+
+  function countDown(waiterLists: readonly Waiter[][]): void {
+    let n = 0;
+    for (const waiters of waiterLists) n += waiters.length;
+    pending -= n;
+    onPending?.(pending);
   }
 
   /** Entries of ≤ maxActionsPerResource actions, packed into calls of ≤ maxResourcesPerRequest entries. */
@@ -179,10 +272,9 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources">, opts: Batch
   }
 
   function done(slots: readonly Slot[]): void {
-    let n = 0;
-    for (const slot of slots) for (const waiters of slot.waiters.values()) n += waiters.length;
-    pending -= n;
-    onPending?.(pending);
+    const lists: Waiter[][] = [];
+    for (const slot of slots) for (const waiters of slot.waiters.values()) lists.push(waiters);
+    countDown(lists);
   }
 
   return {
@@ -192,5 +284,8 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources">, opts: Batch
       return new Promise<Decision>((resolve, reject) => enqueue(check, { resolve, reject }));
     },
     pending: () => pending,
+    setAuthzenAvailable(available) {
+      authzenAvailable = available && opts.protocol !== "checkresources";
+    },
   };
 }

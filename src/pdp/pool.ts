@@ -10,6 +10,8 @@ import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { Effect, NotOK, ServiceStatus, Status } from "@cerbos/core";
 import { GRPC, type ChannelOptions } from "@cerbos/grpc";
+import { Channel, ChannelCredentials, Client, Metadata, status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
+import { decodeBatchResponse, encodeBatchRequest, type Evaluation } from "./authzen-codec.js";
 import type { TlsConfig } from "../config/schema.js";
 import { PdpUnavailable } from "../errors.js";
 import type { Principal, Resource } from "../model.js";
@@ -42,6 +44,13 @@ export interface ResourcesResponse {
 export interface PdpPool {
   /** Rejects only with PdpUnavailable (its grpcCode names the gRPC status). */
   checkResources(req: ResourcesRequest): Promise<ResourcesResponse>;
+  /**
+   * One AuthZEN AccessEvaluationBatch call on the same connections: decisions in request order
+   * (`true` only for an explicit `decision: true`). Rejects only with PdpUnavailable.
+   */
+  evaluateBatch(evaluations: readonly Evaluation[]): Promise<Array<boolean | undefined>>;
+  /** Whether the PDP serves AuthZEN batches (false on UNIMPLEMENTED; undefined when it could not tell). */
+  probeAuthzen(): Promise<boolean | undefined>;
   /** True when the PDP's gRPC health service answers SERVING within the deadline. */
   healthy(): Promise<boolean>;
   /** Calls in flight per connection (for tests and gauges). */
@@ -67,19 +76,32 @@ const BASE_CHANNEL_OPTIONS: ChannelOptions = {
   // grpc-js grows the backoff to 120 s by default; keep recovery within ~5 s (3 s + jitter).
   "grpc.max_reconnect_backoff_ms": 3000,
   "grpc.enable_retries": 0,
-};
+  "grpc.primary_user_agent": "cerbos-forwardauth",
+} as ChannelOptions;
 
-function tlsOptions(tls: TlsConfig, channelOptions: ChannelOptions): boolean | ReturnType<typeof createSecureContext> {
-  if (tls === false || tls === true) return tls;
+function credentials(tls: TlsConfig, channelOptions: ChannelOptions): ChannelCredentials {
+  if (tls === false) return ChannelCredentials.createInsecure();
+  if (tls === true) return ChannelCredentials.createSsl();
   if (tls.serverName) {
     channelOptions["grpc.ssl_target_name_override"] = tls.serverName;
     channelOptions["grpc.default_authority"] = tls.serverName;
   }
-  return createSecureContext({
-    ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
-    ...(tls.cert ? { cert: readFileSync(tls.cert) } : {}),
-    ...(tls.key ? { key: readFileSync(tls.key) } : {}),
-  });
+  return ChannelCredentials.createFromSecureContext(
+    createSecureContext({
+      ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+      ...(tls.cert ? { cert: readFileSync(tls.cert) } : {}),
+      ...(tls.key ? { key: readFileSync(tls.key) } : {}),
+    }),
+  );
+}
+
+const EVALUATION_BATCH = "/authzen.authorization.v1.AuthorizationService/AccessEvaluationBatch";
+const identity = (b: Buffer) => b;
+
+/** One pooled connection: the Cerbos SDK client and our AuthZEN client on one grpc-js channel. */
+interface Connection {
+  readonly sdk: GRPC;
+  readonly raw: Client;
 }
 
 export function createPool(opts: PoolOptions): PdpPool {
@@ -87,8 +109,15 @@ export function createPool(opts: PoolOptions): PdpPool {
   if (opts.target.startsWith("dns:")) {
     channelOptions["grpc.service_config"] = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
   }
-  const tls = tlsOptions(opts.tls, channelOptions);
-  const clients = Array.from({ length: opts.connections }, () => new GRPC(opts.target, { tls, channelOptions }));
+  const creds = credentials(opts.tls, channelOptions);
+  const clients: Connection[] = Array.from({ length: opts.connections }, () => {
+    // Our own channel per connection, shared by the SDK client and the AuthZEN client
+    // (`channelOverride`), so both call shapes travel on the same HTTP/2 connection.
+    const channel = new Channel(opts.target, creds, channelOptions as Record<string, string | number>);
+    const sdk = new GRPC(opts.target, { tls: false, channelOptions: { channelOverride: channel } as unknown as ChannelOptions });
+    const raw = new Client(opts.target, creds, { channelOverride: channel });
+    return { sdk, raw };
+  });
   const inFlight = clients.map(() => 0);
   const onCall = opts.onCall;
 
@@ -106,7 +135,7 @@ export function createPool(opts: PoolOptions): PdpPool {
       const started = performance.now();
       let code = "OK";
       try {
-        const response = await clients[i]!.checkResources(toRequest(req), { signal: AbortSignal.timeout(opts.timeoutMs) });
+        const response = await clients[i]!.sdk.checkResources(toRequest(req), { signal: AbortSignal.timeout(opts.timeoutMs) });
         return {
           callId: response.cerbosCallId,
           results: response.results.map((r) => ({
@@ -125,9 +154,35 @@ export function createPool(opts: PoolOptions): PdpPool {
       }
     },
 
+    async evaluateBatch(evaluations) {
+      const i = pick();
+      inFlight[i]!++;
+      const started = performance.now();
+      let code = "OK";
+      try {
+        return await rawBatch(clients[i]!.raw, evaluations, opts.timeoutMs);
+      } catch (error) {
+        const unavailable = toUnavailable(error);
+        code = unavailable.grpcCode;
+        throw unavailable;
+      } finally {
+        inFlight[i]!--;
+        onCall?.(code, (performance.now() - started) / 1000);
+      }
+    },
+
+    async probeAuthzen() {
+      try {
+        await rawBatch(clients[0]!.raw, [PROBE], Math.max(opts.timeoutMs, 1000));
+        return true;
+      } catch (error) {
+        return (error as ServiceError).code === GrpcStatus.UNIMPLEMENTED ? false : undefined;
+      }
+    },
+
     async healthy() {
       try {
-        const { status } = await clients[0]!.checkHealth({}, { signal: AbortSignal.timeout(Math.max(opts.timeoutMs, 1000)) });
+        const { status } = await clients[0]!.sdk.checkHealth({}, { signal: AbortSignal.timeout(Math.max(opts.timeoutMs, 1000)) });
         return status === ServiceStatus.SERVING;
       } catch {
         return false;
@@ -137,9 +192,37 @@ export function createPool(opts: PoolOptions): PdpPool {
     inFlight: () => inFlight,
 
     close() {
-      for (const c of clients) c.close();
+      for (const c of clients) {
+        c.raw.close();
+        c.sdk.close();
+      }
     },
   };
+}
+
+/** A harmless evaluation to learn whether the PDP serves AuthZEN. */
+const PROBE: Evaluation = {
+  subject: { type: "probe", id: "cerbos-forwardauth-probe", properties: { "cerbos.roles": ["cerbos-forwardauth-probe"] } },
+  resource: { type: "cerbos-forwardauth-probe", id: "probe", properties: {} },
+  action: "probe",
+};
+
+function rawBatch(client: Client, evaluations: readonly Evaluation[], timeoutMs: number): Promise<Array<boolean | undefined>> {
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(
+      EVALUATION_BATCH,
+      identity,
+      (b: Buffer) => decodeBatchResponse(b),
+      encodeBatchRequest(evaluations),
+      new Metadata(),
+      { deadline: Date.now() + timeoutMs },
+      (error, response) => {
+        if (error) reject(error);
+        else if (!response || response.length !== evaluations.length) reject(new PdpUnavailable("AuthZEN response does not match the request", "INTERNAL"));
+        else resolve(response);
+      },
+    );
+  });
 }
 
 function toRequest(req: ResourcesRequest) {
@@ -173,10 +256,18 @@ export function toUnavailable(error: unknown): PdpUnavailable {
     const name = Status[error.code] ?? "UNKNOWN";
     return new PdpUnavailable(`PDP call failed: ${name}`, name);
   }
+  if (isServiceError(error)) {
+    const name = GrpcStatus[error.code] ?? "UNKNOWN";
+    return new PdpUnavailable(`PDP call failed: ${name}`, name);
+  }
   if (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError")) {
     return new PdpUnavailable("PDP call passed its deadline", "DEADLINE_EXCEEDED");
   }
   // The SDK validates some input before sending (e.g. attribute values it cannot encode).
   if (error instanceof Error && error.name === "ValidationFailed") return new PdpUnavailable("PDP request refused by the client", "INVALID_ARGUMENT");
   return new PdpUnavailable(`PDP call failed: ${error instanceof Error ? error.name : "unknown error"}`, "UNKNOWN");
+}
+
+function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" && (error as Partial<ServiceError>).metadata instanceof Metadata;
 }
