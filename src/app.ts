@@ -5,12 +5,12 @@
 import { Registry } from "prom-client";
 import type { Config } from "./config/schema.js";
 import { createChecker } from "./decision/checker.js";
-import { createDecider, type Verdict } from "./decision/decide.js";
+import { createDecider, type Decide, type Verdict } from "./decision/decide.js";
 import { createDecisionCache } from "./decision/decision-cache.js";
 import { startAdminServer, type AdminServer } from "./http/admin-server.js";
 import { startForwardAuthServer, type ForwardAuthServer } from "./http/forwardauth-server.js";
 import { loadUws } from "./http/uws.js";
-import { createIdentityResolver } from "./identity/resolve.js";
+import { createIdentityResolver, type IdentityResolver } from "./identity/resolve.js";
 import { createLogger, decisionLogger, type Logger } from "./log.js";
 import { compileMapper } from "./mapping/mapper.js";
 import { createMetrics, type Metrics } from "./metrics.js";
@@ -24,9 +24,21 @@ export interface App {
   readonly adminPort: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /**
+   * Applies a new configuration to new requests (SIGHUP): routes, identity, response headers,
+   * path options, `unmatched` and decision logging. Listeners, the PDP connection, the cache and
+   * batching keep their start-up settings (a change there is logged and needs a restart).
+   * Rejects, leaving the running config in force, when the new one cannot be compiled.
+   */
+  reload(config: Config): Promise<void>;
   /** Graceful stop: readiness off, stop accepting, let in-flight checks finish, close the PDP. */
   shutdown(): Promise<void>;
 }
+
+/** Keys read only at start-up. */
+const RESTART_ONLY = ["listen", "admin", "pdp", "batch", "cache"] as const;
+/** How long a reload waits for a new identity source (JWKS) before giving up. */
+const RELOAD_READY_TIMEOUT_MS = 10_000;
 
 export interface AppOptions {
   readonly logger?: Logger;
@@ -38,8 +50,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   loadUws(); // refuse the JS fallback before anything else starts
   const logger = opts.logger ?? createLogger(config.log.level);
   const metrics = createMetrics(opts.registry ?? new Registry());
-  const mapper = compileMapper(config);
-  const identity = createIdentityResolver(config.identity, { logger });
+  let identity = createIdentityResolver(config.identity, { logger });
 
   let embedded: EmbeddedPdp | undefined;
   if (config.pdp.embedded) {
@@ -92,17 +103,22 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     },
   });
 
-  const logDecision = decisionLogger(logger, config.log.decisions);
-  const onDecision = (v: Verdict, requestId: string, ms: number) => {
-    metrics.request(v.route, v.outcome, ms / 1000);
-    logDecision?.(v, requestId, ms);
+  /** The decision function for a config; swapped whole on reload. */
+  const deciderFor = (cfg: Config, ident: IdentityResolver): Decide => {
+    const logDecision = decisionLogger(logger, cfg.log.decisions);
+    const onDecision = (v: Verdict, requestId: string, ms: number) => {
+      metrics.request(v.route, v.outcome, ms / 1000);
+      logDecision?.(v, requestId, ms);
+    };
+    return createDecider({ config: cfg, identity: ident, mapper: compileMapper(cfg), checker, onDecision });
   };
-  const decide = createDecider({ config, identity, mapper, checker, onDecision });
+  let current = config;
+  let decide = deciderFor(config, identity);
 
   let forwardAuth: ForwardAuthServer | undefined;
   let admin: AdminServer | undefined;
   try {
-    forwardAuth = await startForwardAuthServer({ listen: config.listen, decide });
+    forwardAuth = await startForwardAuthServer({ listen: config.listen, decide: (h, id, t) => decide(h, id, t) });
     admin = await startAdminServer({
       listen: config.admin.listen,
       handlers: {
@@ -135,6 +151,24 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     adminPort: ad.port,
     logger,
     metrics,
+    async reload(next) {
+      const nextIdentity = createIdentityResolver(next.identity, { logger });
+      let nextDecide: Decide;
+      try {
+        nextDecide = deciderFor(next, nextIdentity);
+        if (nextIdentity.whenReady) await withTimeout(nextIdentity.whenReady(), RELOAD_READY_TIMEOUT_MS, "the new identity source did not become ready");
+      } catch (error) {
+        nextIdentity.close();
+        throw error;
+      }
+      const ignored = RESTART_ONLY.filter((k) => JSON.stringify(current[k]) !== JSON.stringify(next[k]));
+      if (ignored.length > 0) logger.warn({ keys: ignored }, "changed settings that apply only after a restart");
+      const previous = identity;
+      identity = nextIdentity;
+      decide = nextDecide;
+      current = next;
+      previous.close();
+    },
     shutdown() {
       stopping ??= (async () => {
         shuttingDown = true;
@@ -151,4 +185,13 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       return stopping;
     },
   };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

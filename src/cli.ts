@@ -94,7 +94,26 @@ async function main(argv: string[]): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    process.on("SIGHUP", () => {
+      reloadFrom(path, app).catch(() => {});
+    });
   });
+}
+
+/** SIGHUP: reload the config file atomically; an invalid file is logged and counted, the old config stays. */
+let reloading: Promise<void> = Promise.resolve();
+function reloadFrom(path: string, app: App): Promise<void> {
+  reloading = reloading.then(async () => {
+    try {
+      await app.reload(loadConfigFile(path));
+      app.metrics.configReload(true);
+      app.logger.info({ config: path }, "configuration reloaded");
+    } catch (error) {
+      app.metrics.configReload(false);
+      app.logger.error({ config: path, problems: describeConfigProblems(error) }, "configuration reload failed: the previous configuration stays in force");
+    }
+  });
+  return reloading;
 }
 
 main(process.argv.slice(2)).then(
