@@ -2,6 +2,7 @@
  * Rebuild the original request from the auth request's headers (SPEC §5.1) and canonicalise it.
  * Pure: no uWebSockets.js, no I/O. One pass over the header list collects everything, then the
  * checks run in a fixed order (so the verdict does not depend on header order):
+ *   0. header block (names + values) over maxHeaderBytes → 431 header_too_large;
  *   1. X-Forwarded-Uri over maxUriBytes → 414 uri_too_long;
  *   2. one of our own identity headers (response.headers keys, any spelling) → 400;
  *   3. X-Forwarded-Method / -Uri / -Host missing, empty or repeated, X-Forwarded-Proto repeated → 400;
@@ -37,12 +38,16 @@ import { Refusal } from "../errors.js";
 import type { ForwardedRequest } from "../model.js";
 import { canonicalizePath, type PathOptions } from "./canonical-path.js";
 
+const DEFAULT_MAX_HEADER_BYTES = 32 * 1024;
+
 export interface RebuildOptions {
   readonly paths: PathOptions;
   /** normalizeHeaderName() of the keys of response.headers. */
   readonly ownHeaderNames: ReadonlySet<string>;
   /** X-Forwarded-Uri size limit in UTF-8 bytes (414 above it). Default 8192. */
   readonly maxUriBytes?: number;
+  /** Bound on the summed length of header names and values (default 32 KiB; SPEC: at least 16 KiB). */
+  readonly maxHeaderBytes?: number;
 }
 
 type HeaderList = ReadonlyArray<readonly [name: string, value: string]>;
@@ -86,12 +91,14 @@ export function rebuildRequest(headers: HeaderList, opts: RebuildOptions): Forwa
   let duplicate: string | undefined;
   let planted: string | undefined;
   let uriTooLong = false;
+  let headerBytes = 0;
 
   for (let h = 0; h < headers.length; h++) {
     const entry = headers[h]!;
     const name = lowerName(entry[0]);
     const value = entry[1];
 
+    headerBytes += name.length + value.length + 4;
     const prev = all[name];
     all[name] = prev === undefined ? value : prev + (name === "cookie" ? "; " : ", ") + value;
 
@@ -124,6 +131,8 @@ export function rebuildRequest(headers: HeaderList, opts: RebuildOptions): Forwa
     }
   }
 
+  const maxHeaders = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  if (headerBytes > maxHeaders) throw new Refusal("header_too_large", `request headers over ${maxHeaders} bytes`);
   if (uriTooLong) throw new Refusal("uri_too_long", `X-Forwarded-Uri over ${maxUri} bytes`);
   if (planted !== undefined) throw bad(`identity header ${planted} sent by the client`);
   if (duplicate !== undefined) throw bad(`${duplicate} repeated`);
