@@ -27,6 +27,8 @@ export function createDecisionCache(cfg: Config["cache"], now: () => number = Da
     allowStale: false,
     updateAgeOnGet: false,
     perf: { now },
+    // Read the clock on every check (the default reuses one reading for 1 ms).
+    ttlResolution: 0,
   });
   return {
     get: (key) => lru.get(key),

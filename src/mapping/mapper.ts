@@ -17,7 +17,7 @@
  * - `scope` / `policyVersion` are rendered and omitted when empty.
  * - `{params.NAME}` must name a parameter of the route's own path (":NAME", or "*" for the
  *   final wildcard): anything else would always render "" and is a config error.
- * - `cacheable` is true for now (the per-route `cache` key arrives with the cache).
+ * - `cacheable` is the route's `cache` setting (true by default); the generic mapping is always cacheable.
  * - Generic mapping (`unmatched: generic`): kind "route", id = the canonical path, action = the
  *   method, attr = { method, host, path, scheme, ip, query } always with all six keys (ip ""
  *   when X-Forwarded-For is absent; query = name → string, or list when repeated). Route label
@@ -65,6 +65,8 @@ interface CompiledRoute {
   /** What an `actions` map answers for a method it does not name. */
   readonly denied: Mapping;
   readonly shadow: boolean;
+  /** The route's `cache` setting. */
+  readonly cacheable: boolean;
 }
 
 /**
@@ -119,7 +121,7 @@ export function compileMapper(config: Config): Mapper {
         const pv = route.policyVersion(ctx);
         if (pv !== "") resource.policyVersion = pv;
       }
-      return { kind: "check", route: route.name, resource, action, shadow: route.shadow, cacheable: true };
+      return { kind: "check", route: route.name, resource, action, shadow: route.shadow, cacheable: route.cacheable };
     },
   };
 }
@@ -175,7 +177,7 @@ function compileRoute(r: RouteConfig, where: string, pattern: PathPattern, probl
   const action = r.actions !== undefined ? new Map(Object.entries(r.actions)) : template(r.action ?? "", "action").render;
   if (problems.length > before) return null;
   const denied: Mapping = Object.freeze({ kind: "deny", route: r.name });
-  return { name: r.name, kind, id, attr, scope, policyVersion, action, denied, shadow: r.shadow };
+  return { name: r.name, kind, id, attr, scope, policyVersion, action, denied, shadow: r.shadow, cacheable: r.cache };
 }
 
 // ---------------------------------------------------------------------------------------------

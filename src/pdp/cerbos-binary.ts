@@ -131,6 +131,10 @@ export function writeCerbosConfig(dir: string, opts: CerbosConfigOptions): Cerbo
       if (!isMapping(extra)) throw new Error(`the extra Cerbos config ${file} must be a YAML mapping`);
       config = deepMerge(config, extra);
       const server = isMapping(config.server) ? config.server : {};
+      if (server.tls !== undefined) {
+        // The embedded PDP listens only on private unix sockets, and our clients speak plain text to it.
+        throw new Error(`the extra Cerbos config ${file} sets server.tls, which does not apply to the embedded PDP`);
+      }
       config.server = { ...server, grpcListenAddr: `unix:${grpcSocket}`, httpListenAddr: `unix:${httpSocket}` };
     }
   }
@@ -151,9 +155,13 @@ export function cerbosHttpGet(httpSocket: string, path: string, timeoutMs = 2000
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
       res.on("error", reject);
+      // A response cut off by the peer (e.g. a TLS listener answering plain HTTP) may end
+      // without 'end': settle anyway, or a caller awaiting this would wait on an empty loop.
+      res.on("close", () => reject(new Error(`GET ${path} on ${httpSocket}: connection closed before the response ended`)));
     });
     req.on("timeout", () => req.destroy(new Error(`GET ${path} on ${httpSocket} timed out after ${timeoutMs} ms`)));
     req.on("error", reject);
+    req.on("close", () => reject(new Error(`GET ${path} on ${httpSocket}: connection closed`)));
     req.end();
   });
 }

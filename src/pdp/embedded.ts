@@ -258,6 +258,9 @@ export class EmbeddedPdp {
       this.#healthySince = Date.now();
     } catch (err) {
       child.kill("SIGKILL");
+      // The child is unref'd: ref it while we wait, or an otherwise idle process would end here
+      // (exit code 0) before the failure reaches the caller.
+      child.ref();
       await exited;
       throw err;
     } finally {
@@ -273,7 +276,7 @@ export class EmbeddedPdp {
       if (this.#stopRequested()) throw new Error("EmbeddedPdp: stopped during start");
       if (exit) {
         // Its last stderr lines (the reason) may still be in the pipe.
-        await Promise.race([running.closed, delay(1000, undefined, { ref: false })]);
+        await Promise.race([running.closed, delay(1000)]);
         throw new Error(`Cerbos PDP ${describeExit(exit)} before becoming healthy${this.#stderrText()}`);
       }
       const left = deadline - Date.now();
