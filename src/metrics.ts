@@ -61,7 +61,6 @@ export function createMetrics(registry: Registry = new Registry(), opts: { defau
   const pdpDuration = new Histogram({
     name: "cerbos_forwardauth_pdp_request_duration_seconds",
     help: "Duration of PDP calls.",
-    labelNames: ["code"] as const,
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   });
@@ -111,7 +110,7 @@ export function createMetrics(registry: Registry = new Registry(), opts: { defau
     coalesced: () => coalesced.inc(),
     pdpCall(code, seconds) {
       pdpRequests.labels(code).inc();
-      pdpDuration.labels(code).observe(seconds);
+      pdpDuration.observe(seconds);
     },
     batchSize: (n) => batch.observe(n),
     setPendingChecks: (n) => pending.set(n),
