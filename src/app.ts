@@ -91,7 +91,11 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   const probeAuthzen = async () => {
     if (config.pdp.protocol === "checkresources") return;
     const served = await pool.probeAuthzen();
-    if (served === undefined) return;
+    if (served === undefined) {
+      // No clear answer (deadline, PDP busy): ask again shortly while the PDP is up.
+      if (health.up() && !shuttingDown) setTimeout(() => void probeAuthzen(), 2000).unref();
+      return;
+    }
     batcher.setAuthzenAvailable(served);
     logger.info({ authzen: served, protocol: config.pdp.protocol }, served ? "the PDP serves AuthZEN batches" : "the PDP does not serve AuthZEN");
   };

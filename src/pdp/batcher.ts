@@ -160,11 +160,12 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
       decisions = await pool.evaluateBatch(packed.evaluations);
     } catch (error) {
       const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
-      if (failure.grpcCode === "UNIMPLEMENTED" && opts.protocol === "auto") {
+      if (failure.grpcCode === "UNIMPLEMENTED") {
+        // The PDP lost AuthZEN (e.g. replaced by an older one): CheckResources until it is probed again.
         authzenAvailable = false;
         opts.onAuthzenUnavailable?.();
       }
-      if ((failure.grpcCode === "INVALID_ARGUMENT" || failure.grpcCode === "UNIMPLEMENTED") && (opts.protocol === "auto" || packed.evaluations.length > 1)) {
+      if (failure.grpcCode === "UNIMPLEMENTED" || (failure.grpcCode === "INVALID_ARGUMENT" && (opts.protocol === "auto" || packed.evaluations.length > 1))) {
         // Item by item over CheckResources, so one bad item (or a PDP without AuthZEN) cannot fail its neighbours.
         await Promise.all(packed.evaluations.map((e, i) => callSingle(packed.units[i]!, [e.action, packed.waiters[i]!])));
         return;
