@@ -334,9 +334,13 @@ export const configSchema = z
     }
   }, evenWithOtherProblems);
 
-/** Lower-case with `_` and `.` read as `-`: the spelling-insensitive form used to refuse planted identity headers. */
+/**
+ * Lower-case with every character other than a letter or digit read as `-`: the spelling-insensitive
+ * form used to refuse planted identity headers (`X_Auth_Principal`, `X.Auth.Principal`,
+ * `X~Auth~Principal` … all name `x-auth-principal` for a backend that maps headers to variables).
+ */
 export function normalizeHeaderName(name: string): string {
-  return name.toLowerCase().replace(/[_.]/g, "-");
+  return name.toLowerCase().replace(/[^a-z0-9]/g, "-");
 }
 
 export type Config = z.output<typeof configSchema>;

@@ -68,11 +68,12 @@ function lowerName(name: string): string {
   return name;
 }
 
-/** normalizeHeaderName() for an already lower-cased name, allocating only when it has "_" or ".". */
+/** normalizeHeaderName() for an already lower-cased name, allocating only when it has a character other than [a-z0-9-]. */
 function normalizedName(lower: string): string {
   for (let i = 0; i < lower.length; i++) {
     const c = lower.charCodeAt(i);
-    if (c === 0x5f || c === 0x2e) return normalizeHeaderName(lower);
+    const alnum = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39);
+    if (!alnum && c !== 0x2d) return normalizeHeaderName(lower);
   }
   return lower;
 }

@@ -324,3 +324,18 @@ describe("rebuildRequest: properties", () => {
     );
   });
 });
+
+describe("planted identity headers in every token spelling", () => {
+  it("refuses our header names written with any non-alphanumeric separator", () => {
+    const opts: RebuildOptions = { paths: { mergeSlashes: false, stripMatrixParams: false, caseInsensitive: false }, ownHeaderNames: new Set(["x-auth-principal"]) };
+    for (const sep of ["!", "#", "$", "%", "&", "'", "*", "+", ".", "^", "_", "`", "|", "~"]) {
+      const headers = [
+        ["x-forwarded-method", "GET"],
+        ["x-forwarded-uri", "/"],
+        ["x-forwarded-host", "a.example"],
+        [`x${sep}auth${sep}principal`, "root"],
+      ] as const;
+      expect(() => rebuildRequest(headers, opts), sep).toThrow(Refusal);
+    }
+  });
+});
