@@ -1,0 +1,328 @@
+/**
+ * The load generator, in its own process (forked by bench/run.ts, driven over IPC), so its CPU
+ * and garbage are never the server's.
+ *
+ * HTTP: autocannon with pipelining 1. Every response is checked against the status its request
+ * must get (`BenchRequest.expected`): for a fixed request set each request entry has its own
+ * `onResponse`; for generated streams `setupRequest` leaves the expectation in the connection's
+ * context and `onResponse` reads it back (one request in flight per connection). Anything else
+ * — a 503, a 500, a 200 for a denial — is a wrong answer; connection errors and timeouts are
+ * counted by autocannon. Latency is recorded per response in microseconds (autocannon's own
+ * histogram has 1 ms resolution).
+ *
+ * Fixed rate: autocannon's `overallRate` hands each connection a budget per second that it
+ * spends in one burst at the start of the second, so latency "at 2,000 requests/s" would be
+ * measured inside bursts of all connections at once. Instead each connection is paced: its
+ * sends are spaced `connections / rate` seconds apart, connections staggered evenly.
+ *
+ * PDP: `pdp-direct` drives the PDP itself with CheckResources calls of N resources, K calls in
+ * flight, and checks every result (resource id in order, allow/deny as expected).
+ *
+ * The worker keeps its stream between phases (warm-up, then measurement), so "unique" ids are
+ * never repeated. It exits when the harness goes away (IPC disconnect).
+ */
+import { randomBytes } from "node:crypto";
+import { createHistogram, performance, type RecordableHistogram } from "node:perf_hooks";
+import autocannon, { type Request } from "autocannon";
+import { GRPC } from "@cerbos/grpc";
+import {
+  type BenchRequest,
+  createPdpBatches,
+  createStream,
+  forwardAuthHeaders,
+  hitRequests,
+  type LoadSpec,
+  type Stream,
+  type Workload,
+} from "./scenarios.js";
+
+export interface WorkerJob {
+  readonly phase: "warmup" | "measure";
+  readonly load: LoadSpec;
+  /** HTTP target port on 127.0.0.1 (http loads). */
+  readonly port?: number;
+  /** gRPC target of the PDP (pdp loads). */
+  readonly grpcTarget?: string;
+  readonly connections: number;
+  /** Timed run; or `amount` requests in total. */
+  readonly durationSec?: number;
+  readonly amount?: number;
+  readonly seed: number;
+}
+
+export interface WrongAnswer {
+  readonly expected: number;
+  readonly got: number;
+  readonly principal: string;
+  readonly path: string;
+}
+
+export interface LoadResult {
+  readonly phase: WorkerJob["phase"];
+  /** Answers received and checked (for pdp: calls). */
+  readonly responses: number;
+  /** Decisions checked: responses, or calls × resources for pdp. */
+  readonly checks: number;
+  readonly elapsedSec: number;
+  /** Right answers per second (pdp: right checks per second). */
+  readonly perSec: number;
+  readonly latencyMs: { readonly p50: number; readonly p99: number; readonly p999: number; readonly max: number; readonly mean: number };
+  readonly statusCounts: Record<string, number>;
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly wrongAnswers: number;
+  readonly wrongSamples: readonly WrongAnswer[];
+  readonly errorSamples: readonly string[];
+  /** Paced runs: the offered rate and how many sends left more than 1 ms after their slot. */
+  readonly offeredRate?: number;
+  readonly lateSends?: number;
+}
+
+export type WorkerMessage = { type: "result"; result: LoadResult } | { type: "error"; message: string };
+
+const nonce = randomBytes(4).toString("hex");
+const streams = new Map<Workload, Stream>();
+const MAX_SAMPLES = 5;
+
+class Checker {
+  responses = 0;
+  wrong = 0;
+  readonly samples: WrongAnswer[] = [];
+  readonly statusCounts: Record<string, number> = {};
+  readonly histogram: RecordableHistogram = createHistogram();
+
+  check(r: BenchRequest, status: number): void {
+    this.responses++;
+    this.statusCounts[status] = (this.statusCounts[status] ?? 0) + 1;
+    if (status !== r.expected) {
+      this.wrong++;
+      if (this.samples.length < MAX_SAMPLES) this.samples.push({ expected: r.expected, got: status, principal: r.principal, path: r.path });
+    }
+  }
+
+  /** Records one latency in ms (kept in µs, at least 1). */
+  latency(ms: number): void {
+    this.histogram.record(Math.max(1, Math.round(ms * 1000)));
+  }
+
+  latencyMs(): LoadResult["latencyMs"] {
+    const h = this.histogram;
+    if (h.count === 0) return { p50: 0, p99: 0, p999: 0, max: 0, mean: 0 };
+    return { p50: h.percentile(50) / 1000, p99: h.percentile(99) / 1000, p999: h.percentile(99.9) / 1000, max: h.max / 1000, mean: h.mean / 1000 };
+  }
+}
+
+function httpRequests(workload: Workload, seed: number, checker: Checker): Request[] {
+  if (workload === "hit") {
+    // A fixed set: prebuilt request bytes, each entry checks its own answers.
+    return hitRequests().map((r) => ({
+      method: r.method,
+      path: "/",
+      headers: forwardAuthHeaders(r),
+      onResponse: (status: number) => checker.check(r, status),
+    }));
+  }
+  let stream = streams.get(workload);
+  if (!stream) {
+    stream = createStream(workload, seed, nonce);
+    streams.set(workload, stream);
+  }
+  const s = stream;
+  return [
+    {
+      method: "GET",
+      path: "/",
+      setupRequest(req, context) {
+        const r = s.next();
+        context.request = r;
+        return { ...req, method: "GET", path: "/", headers: forwardAuthHeaders(r) };
+      },
+      onResponse(status, _body, context) {
+        checker.check(context.request as BenchRequest, status);
+      },
+    },
+  ];
+}
+
+/** The autocannon client internals the pacer wraps (autocannon 9 lib/httpClient.js). */
+interface AutocannonClient {
+  destroyed: boolean;
+  _doRequest: (...args: unknown[]) => unknown;
+}
+
+/**
+ * A `setupClient` hook that paces one autocannon connection: each send waits for its slot,
+ * slots `connections / rate` s apart, connections staggered evenly across one interval. It wraps
+ * the client's `_doRequest` (autocannon 9 internals: the method that writes the next request,
+ * called on connect and after each answer). Latency still runs from the actual write; a send
+ * more than 1 ms after its slot counts in `late` (the load generator could not keep up), and a
+ * late connection catches up on its schedule rather than drifting.
+ */
+function pacer(rate: number, connections: number, late: { count: number }): (client: unknown) => void {
+  const intervalMs = (connections * 1000) / rate;
+  const start = performance.now() + 20;
+  let index = 0;
+  return (raw) => {
+    const client = raw as AutocannonClient;
+    let slot = start + (index++ * intervalMs) / connections;
+    const send = client._doRequest;
+    const sendAtSlot = (args: unknown[]) => {
+      if (client.destroyed) return;
+      if (performance.now() - slot > 1) late.count++;
+      slot += intervalMs;
+      send.apply(client, args);
+    };
+    client._doRequest = (...args: unknown[]) => {
+      const wait = slot - performance.now();
+      if (wait <= 0) sendAtSlot(args);
+      else setTimeout(() => sendAtSlot(args), wait);
+    };
+  };
+}
+
+/**
+ * Sends each request of the fixed hit set once, one after another, checking each answer: every
+ * connection walks the set from its start, so a short or paced warm-up alone would not reach
+ * all of it.
+ */
+async function prime(port: number, checker: Checker): Promise<void> {
+  for (const r of hitRequests()) {
+    const res = await fetch(`http://127.0.0.1:${port}/`, { headers: forwardAuthHeaders(r) });
+    await res.arrayBuffer();
+    checker.check(r, res.status);
+  }
+}
+
+async function runHttp(job: WorkerJob): Promise<LoadResult> {
+  if (job.load.kind !== "http" || job.port === undefined) throw new Error("http job without port");
+  const load = job.load;
+  const checker = new Checker();
+  if (job.phase === "warmup" && load.workload === "hit") await prime(job.port, checker);
+  const late = { count: 0 };
+  const errorSamples: string[] = [];
+  const started = performance.now();
+  let lastResponse = started;
+  return await new Promise((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url: `http://127.0.0.1:${job.port}`,
+        connections: job.connections,
+        pipelining: 1,
+        timeout: 10,
+        // autocannon stops at its sampling tick: 100 ms ticks keep short runs close to their duration.
+        sampleInt: 100,
+        ...(job.amount !== undefined ? { amount: job.amount } : { duration: job.durationSec ?? 10 }),
+        requests: httpRequests(load.workload, job.seed, checker),
+        ...(load.rate !== undefined ? { setupClient: pacer(load.rate, job.connections, late) } : {}),
+      },
+      (err, result) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        const elapsedSec = (lastResponse - started) / 1000;
+        resolve({
+          phase: job.phase,
+          responses: checker.responses,
+          checks: checker.responses,
+          elapsedSec,
+          // Only right answers count as throughput.
+          perSec: elapsedSec > 0 ? (checker.responses - checker.wrong) / elapsedSec : 0,
+          latencyMs: checker.latencyMs(),
+          statusCounts: checker.statusCounts,
+          errors: result.errors,
+          timeouts: result.timeouts,
+          wrongAnswers: checker.wrong,
+          wrongSamples: checker.samples,
+          errorSamples,
+          ...(load.rate !== undefined ? { offeredRate: load.rate, lateSends: late.count } : {}),
+        });
+      },
+    );
+    // A connection's first answer also carries its TCP connect (all connections open at once):
+    // counted and checked, but kept out of the latency percentiles.
+    const connected = new WeakSet<object>();
+    instance.on("response", (client: object, _status: number, _bytes: number, ms: number) => {
+      lastResponse = performance.now();
+      if (connected.has(client)) checker.latency(ms);
+      else connected.add(client);
+    });
+    instance.on("reqError", (error: Error) => {
+      if (errorSamples.length < MAX_SAMPLES) errorSamples.push(error.message);
+    });
+  });
+}
+
+async function runPdp(job: WorkerJob): Promise<LoadResult> {
+  if (job.load.kind !== "pdp" || job.grpcTarget === undefined) throw new Error("pdp job without grpcTarget");
+  const { concurrency, resourcesPerCall } = job.load;
+  const batches = createPdpBatches(resourcesPerCall, `${nonce}-${job.phase}`);
+  const client = new GRPC(job.grpcTarget, { tls: false });
+  const histogram = createHistogram();
+  const errorSamples: string[] = [];
+  const wrongSamples: WrongAnswer[] = [];
+  let calls = 0;
+  let checks = 0;
+  let wrong = 0;
+  let errors = 0;
+  const started = performance.now();
+  const until = started + (job.durationSec ?? 10) * 1000;
+  const loop = async () => {
+    while (performance.now() < until) {
+      const batch = batches.next();
+      const t0 = performance.now();
+      try {
+        const response = await client.checkResources({
+          principal: { id: batch.principal, roles: ["user"] },
+          resources: batch.ids.map((id) => ({ resource: { kind: "route", id, attr: { method: "GET", path: id } }, actions: ["GET"] })),
+        });
+        histogram.record(Math.max(1, Math.round((performance.now() - t0) * 1000)));
+        calls++;
+        checks += batch.ids.length;
+        for (let k = 0; k < batch.ids.length; k++) {
+          const result = response.results[k];
+          const allowed = result !== undefined && result.resource.id === batch.ids[k] && result.isAllowed("GET") === true;
+          if (allowed !== batch.expected[k] || response.results.length !== batch.ids.length) {
+            wrong++;
+            if (wrongSamples.length < MAX_SAMPLES) {
+              wrongSamples.push({ expected: batch.expected[k] ? 200 : 403, got: allowed ? 200 : 403, principal: batch.principal, path: batch.ids[k]! });
+            }
+          }
+        }
+      } catch (error) {
+        errors++;
+        if (errorSamples.length < MAX_SAMPLES) errorSamples.push((error as Error).message);
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: concurrency }, loop));
+  } finally {
+    client.close();
+  }
+  const elapsedSec = (performance.now() - started) / 1000;
+  const pct = (p: number) => (histogram.count ? histogram.percentile(p) / 1000 : 0);
+  return {
+    phase: job.phase,
+    responses: calls,
+    checks,
+    elapsedSec,
+    perSec: (checks - wrong) / elapsedSec,
+    latencyMs: { p50: pct(50), p99: pct(99), p999: pct(99.9), max: histogram.count ? histogram.max / 1000 : 0, mean: histogram.count ? histogram.mean / 1000 : 0 },
+    statusCounts: {},
+    errors,
+    timeouts: 0,
+    wrongAnswers: wrong,
+    wrongSamples,
+    errorSamples,
+  };
+}
+
+process.on("disconnect", () => process.exit(0));
+process.on("message", (job: WorkerJob) => {
+  const run = job.load.kind === "pdp" ? runPdp(job) : runHttp(job);
+  run.then(
+    (result) => process.send!({ type: "result", result } satisfies WorkerMessage),
+    (error: unknown) => process.send!({ type: "error", message: (error as Error)?.stack ?? String(error) } satisfies WorkerMessage),
+  );
+});
