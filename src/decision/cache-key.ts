@@ -6,51 +6,109 @@
  * Every string is written as `<length>:<text>` and every value carries a type tag, so no field
  * can borrow characters from its neighbour ("ab"+"c" ≠ "a"+"bc"), a number never equals a
  * string, and object keys are sorted so attribute order does not matter.
+ *
+ * The parts are collected in an array and joined once: the result is one flat string. (Built by
+ * `+`, V8 keeps a tree of the pieces alive, which cost about 1.5 KB per cached decision instead
+ * of about 0.25 KB.)
  */
 import type { AttrValue, Attributes, Check, Principal, Resource } from "../model.js";
 
-function str(s: string): string {
-  return `${s.length}:${s}`;
+type Parts = string[];
+
+function str(out: Parts, s: string): void {
+  out.push(`${s.length}:${s}`);
 }
 
-function value(v: AttrValue | undefined): string {
-  if (v === null || v === undefined) return "z";
+function value(out: Parts, v: AttrValue | undefined): void {
+  if (v === null || v === undefined) {
+    out.push("z");
+    return;
+  }
   switch (typeof v) {
     case "string":
-      return "s" + str(v);
+      out.push("s");
+      str(out, v);
+      return;
     case "number":
-      return "n" + str(Object.is(v, -0) ? "0" : String(v));
+      out.push("n");
+      str(out, Object.is(v, -0) ? "0" : String(v));
+      return;
     case "boolean":
-      return v ? "T" : "F";
+      out.push(v ? "T" : "F");
+      return;
   }
   if (Array.isArray(v)) {
-    let out = `a${v.length}[`;
-    for (const item of v) out += value(item as AttrValue);
-    return out + "]";
+    out.push("a", String(v.length), "[");
+    for (const item of v) value(out, item as AttrValue);
+    out.push("]");
+    return;
   }
-  return attributes(v as Attributes);
+  attributes(out, v as Attributes);
 }
 
-function attributes(attr: Attributes): string {
-  const keys = Object.keys(attr).sort();
-  let out = `o${keys.length}{`;
-  for (const k of keys) out += str(k) + value(attr[k]);
-  return out + "}";
+function sortedKeys(attr: Attributes): string[] {
+  const keys = Object.keys(attr);
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) return keys.sort();
+  }
+  return keys;
+}
+
+function attributes(out: Parts, attr: Attributes): void {
+  const keys = sortedKeys(attr);
+  out.push("o", String(keys.length), "{");
+  for (const k of keys) {
+    str(out, k);
+    value(out, attr[k]);
+  }
+  out.push("}");
+}
+
+function principalParts(out: Parts, p: Principal): void {
+  const roles = p.roles.length === 1 ? p.roles : [...new Set(p.roles)].sort();
+  out.push("P");
+  str(out, p.id);
+  out.push("r", String(roles.length), "[");
+  for (const r of roles) str(out, r);
+  out.push("]");
+  attributes(out, p.attr);
+  str(out, p.scope ?? "");
+  str(out, p.policyVersion ?? "");
+}
+
+function resourceParts(out: Parts, r: Resource): void {
+  out.push("R");
+  str(out, r.kind);
+  str(out, r.id);
+  attributes(out, r.attr);
+  str(out, r.scope ?? "");
+  str(out, r.policyVersion ?? "");
 }
 
 /** Principal part of the key; roles are a set (order and duplicates do not matter). */
 export function principalKey(p: Principal): string {
-  const roles = [...new Set(p.roles)].sort();
-  let out = "P" + str(p.id) + `r${roles.length}[`;
-  for (const r of roles) out += str(r);
-  return out + "]" + attributes(p.attr) + str(p.scope ?? "") + str(p.policyVersion ?? "");
+  const out: Parts = [];
+  principalParts(out, p);
+  return out.join("");
 }
 
 /** Resource part of the key: kind, id, attr, scope, policyVersion. */
 export function resourceKey(r: Resource): string {
-  return "R" + str(r.kind) + str(r.id) + attributes(r.attr) + str(r.scope ?? "") + str(r.policyVersion ?? "");
+  const out: Parts = [];
+  resourceParts(out, r);
+  return out.join("");
 }
 
-export function checkKey(check: Check, principal: string = principalKey(check.principal)): string {
-  return principal + resourceKey(check.resource) + "A" + str(check.action) + (check.token === undefined ? "-" : "J" + str(check.token));
+export function checkKey(check: Check): string {
+  const out: Parts = [];
+  principalParts(out, check.principal);
+  resourceParts(out, check.resource);
+  out.push("A");
+  str(out, check.action);
+  if (check.token === undefined) out.push("-");
+  else {
+    out.push("J");
+    str(out, check.token);
+  }
+  return out.join("");
 }

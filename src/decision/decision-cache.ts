@@ -2,6 +2,10 @@
  * The decision cache (SPEC §6): an LRU of allow/deny by canonical check key, bounded by
  * `cache.maxEntries`, with separate allow and deny TTLs, never beyond the token's `exp`.
  * Only PDP answers are stored — never errors. `maxEntries: 0` disables it.
+ *
+ * Each entry is one number: its expiry time in ms, positive for allow and negative for deny.
+ * Expiry is checked on read (an expired entry is a miss and is dropped); the LRU bound keeps
+ * memory fixed. This keeps lru-cache's own TTL bookkeeping off the hot path.
  */
 import { LRUCache } from "lru-cache";
 import type { Config } from "../config/schema.js";
@@ -19,24 +23,24 @@ const DISABLED: DecisionCache = { get: () => undefined, set() {}, size: () => 0,
 
 export function createDecisionCache(cfg: Config["cache"], now: () => number = Date.now): DecisionCache {
   if (cfg.maxEntries === 0 || (cfg.allowTtlMs === 0 && cfg.denyTtlMs === 0)) return DISABLED;
-  const lru = new LRUCache<string, boolean>({
-    max: cfg.maxEntries,
-    ttl: Math.max(cfg.allowTtlMs, cfg.denyTtlMs),
-    ttlAutopurge: false,
-    // Expired entries are treated as missing on read; the LRU bound keeps memory fixed.
-    allowStale: false,
-    updateAgeOnGet: false,
-    perf: { now },
-    // Read the clock on every check (the default reuses one reading for 1 ms).
-    ttlResolution: 0,
-  });
+  const lru = new LRUCache<string, number>({ max: cfg.maxEntries });
   return {
-    get: (key) => lru.get(key),
+    get(key) {
+      const entry = lru.get(key);
+      if (entry === undefined) return undefined;
+      const allowed = entry > 0;
+      if ((allowed ? entry : -entry) <= now()) {
+        lru.delete(key);
+        return undefined;
+      }
+      return allowed;
+    },
     set(key, allowed, expiresAt) {
-      let ttl = allowed ? cfg.allowTtlMs : cfg.denyTtlMs;
-      if (expiresAt !== undefined) ttl = Math.min(ttl, expiresAt * 1000 - now());
-      if (ttl <= 0) return;
-      lru.set(key, allowed, { ttl });
+      const t = now();
+      let until = t + (allowed ? cfg.allowTtlMs : cfg.denyTtlMs);
+      if (expiresAt !== undefined) until = Math.min(until, expiresAt * 1000);
+      if (until <= t) return;
+      lru.set(key, allowed ? until : -until);
     },
     size: () => lru.size,
     purge: () => lru.clear(),
