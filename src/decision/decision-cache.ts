@@ -29,7 +29,7 @@ export function createDecisionCache(cfg: Config["cache"], now: () => number = Da
       const entry = lru.get(key);
       if (entry === undefined) return undefined;
       const allowed = entry > 0;
-      if ((allowed ? entry : -entry) <= now()) {
+      if ((allowed ? entry : -entry) < now()) {
         lru.delete(key);
         return undefined;
       }

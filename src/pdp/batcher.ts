@@ -11,9 +11,10 @@
  * - nothing here caches.
  * `maxPendingChecks` bounds checks waiting or in flight: beyond it a check is refused at once.
  *
- * A second call shape sits beside CheckResources: with `protocol: auto`, principals that have a
- * single check in a flush travel together in AuthZEN AccessEvaluationBatch calls (packed by
- * authzen-packing.ts), while principals with several checks use CheckResources. `authzen` sends
+ * A second call shape sits beside CheckResources: with `protocol: auto`, principals with few checks
+ * in a flush (fewer than half of maxResourcesPerRequest) travel together in AuthZEN
+ * AccessEvaluationBatch calls (packed by authzen-packing.ts), while a principal with many checks,
+ * or the only principal of a flush, uses CheckResources. `authzen` sends
  * every principal's checks as evaluations; `checkresources` never uses AuthZEN. Checks that carry
  * a forwarded token, or that AuthZEN cannot express with the same meaning, always use
  * CheckResources, and so does everything while the PDP is not known to serve AuthZEN.
@@ -110,19 +111,24 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     const groups = queue;
     queue = new Map();
     onPending?.(pending);
-    const evaluations: Array<Unit<Waiter[]>> = [];
+    const small: Array<[string, Group]> = [];
     for (const [key, group] of groups) {
-      if (usesAuthzen(group)) collectUnits(key, group, evaluations);
-      else for (const slots of splitIntoCalls(group)) void call(group, slots);
+      if (usesAuthzen(group)) small.push([key, group]);
+      else sendCheckResources(group);
     }
-    if (evaluations.length === 0) return;
-    if (evaluations.length === 1 && evaluations[0]!.actions.length === 1 && opts.protocol === "auto") {
-      // A lone check: one call either way; CheckResources answers with a call id.
-      const [unit] = evaluations;
-      void callSingle(unit!, unit!.actions[0]!);
+    // A single principal gains nothing from AuthZEN under auto: one call either way, and
+    // CheckResources answers with a Cerbos call id.
+    if (small.length === 1 && opts.protocol === "auto") {
+      sendCheckResources(small[0]![1]);
       return;
     }
+    const evaluations: Array<Unit<Waiter[]>> = [];
+    for (const [key, group] of small) collectUnits(key, group, evaluations);
     for (const packed of packUnits(evaluations, opts)) void evaluate(packed);
+  }
+
+  function sendCheckResources(group: Group): void {
+    for (const slots of splitIntoCalls(group)) void call(group, slots);
   }
 
   function checksOf(group: Group): number {
@@ -131,9 +137,16 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     return n;
   }
 
+  /**
+   * Under auto, a principal with enough checks to fill half a CheckResources call gets its own
+   * call; smaller groups — the usual case when many users are active at once — are packed
+   * together into AuthZEN batches, so a flush of 20 users with 2–3 checks each is one call, not 20.
+   */
+  const ownCallFrom = Math.max(2, Math.floor(opts.maxResourcesPerRequest / 2));
+
   function usesAuthzen(group: Group): boolean {
     if (!authzenAvailable || opts.protocol === "checkresources" || group.token !== undefined) return false;
-    if (opts.protocol === "auto" && checksOf(group) > 1) return false;
+    if (opts.protocol === "auto" && checksOf(group) >= ownCallFrom) return false;
     for (const item of group.items.values()) if (!authzenCompatible(group.principal, item.resource)) return false;
     return true;
   }
