@@ -4,14 +4,14 @@
  * (manifests, the Traefik Middleware against the CRD model of @kubernetes-models/traefik),
  * examples/caddy and examples/nginx (header lists), the Dockerfile and .dockerignore (no Docker
  * engine here: its sources must exist, its build stage must compile from exactly what it copies,
- * its entry point must be what `npm run build` produces), and docs/deploy.md (it may point only
+ * its entry point must be what `npm run build` produces), and the README's deployment sections (they may point only
  * at files checked here or run by the e2e tests).
  */
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { dirname, join, posix, resolve } from "node:path";
+import { join, posix, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { IngressRoute } from "@kubernetes-models/traefik/traefik.io/v1alpha1/IngressRoute";
 import { Middleware } from "@kubernetes-models/traefik/traefik.io/v1alpha1/Middleware";
@@ -518,9 +518,19 @@ describe("Dockerfile", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// docs/deploy.md points only at files these tests check or the e2e tests run.
+// The README's deployment sections point only at files these tests check or the e2e tests run.
 
-describe("docs/deploy.md", () => {
+/** The README from "## Deploy with Traefik" up to "## Metrics and dashboards" (the checklist included). */
+function deploySections(): string {
+  const text = read("README.md");
+  const start = text.indexOf("\n## Deploy with Traefik");
+  const end = text.indexOf("\n## Metrics and dashboards");
+  expect(start).toBeGreaterThan(0);
+  expect(end).toBeGreaterThan(start);
+  return text.slice(start, end);
+}
+
+describe("README: Deploy with Traefik", () => {
   const CHECKED = new Set([
     "Dockerfile",
     ".dockerignore",
@@ -538,7 +548,7 @@ describe("docs/deploy.md", () => {
   ]);
 
   it("every repository file it names exists and is checked here or run by the e2e tests", () => {
-    const text = read("docs/deploy.md");
+    const text = deploySections();
     const named = new Set<string>();
     for (const m of text.matchAll(/(?<![\w.-])((?:examples\/[\w./-]*[\w-])|Dockerfile|\.dockerignore)/g)) named.add(m[1]!.replace(/\/$/, ""));
     expect(named.size).toBeGreaterThan(0);
@@ -546,6 +556,5 @@ describe("docs/deploy.md", () => {
       expect(existsSync(at(name)), name).toBe(true);
       expect(CHECKED.has(name), `${name} is not checked by any test`).toBe(true);
     }
-    expect(dirname(at("docs/deploy.md"))).toBe(at("docs"));
   });
 });
