@@ -128,14 +128,28 @@ export function createPool(opts: PoolOptions): PdpPool {
     return best;
   }
 
+  /** Runs one call on the least busy connection: counts it in flight, maps failures, reports code and duration. */
+  async function onLeastBusy<T>(call: (c: Connection) => Promise<T>): Promise<T> {
+    const i = pick();
+    inFlight[i]!++;
+    const started = performance.now();
+    let code = "OK";
+    try {
+      return await call(clients[i]!);
+    } catch (error) {
+      const unavailable = toUnavailable(error);
+      code = unavailable.grpcCode;
+      throw unavailable;
+    } finally {
+      inFlight[i]!--;
+      onCall?.(code, (performance.now() - started) / 1000);
+    }
+  }
+
   return {
-    async checkResources(req) {
-      const i = pick();
-      inFlight[i]!++;
-      const started = performance.now();
-      let code = "OK";
-      try {
-        const response = await clients[i]!.sdk.checkResources(toRequest(req), { signal: AbortSignal.timeout(opts.timeoutMs) });
+    checkResources: (req) =>
+      onLeastBusy(async (c) => {
+        const response = await c.sdk.checkResources(toRequest(req), { signal: AbortSignal.timeout(opts.timeoutMs) });
         return {
           callId: response.cerbosCallId,
           results: response.results.map((r) => ({
@@ -144,32 +158,9 @@ export function createPool(opts: PoolOptions): PdpPool {
             allowed: (action: string) => r.actions[action] === Effect.ALLOW,
           })),
         };
-      } catch (error) {
-        const unavailable = toUnavailable(error);
-        code = unavailable.grpcCode;
-        throw unavailable;
-      } finally {
-        inFlight[i]!--;
-        onCall?.(code, (performance.now() - started) / 1000);
-      }
-    },
+      }),
 
-    async evaluateBatch(evaluations) {
-      const i = pick();
-      inFlight[i]!++;
-      const started = performance.now();
-      let code = "OK";
-      try {
-        return await rawBatch(clients[i]!.raw, evaluations, opts.timeoutMs);
-      } catch (error) {
-        const unavailable = toUnavailable(error);
-        code = unavailable.grpcCode;
-        throw unavailable;
-      } finally {
-        inFlight[i]!--;
-        onCall?.(code, (performance.now() - started) / 1000);
-      }
-    },
+    evaluateBatch: (evaluations) => onLeastBusy((c) => rawBatch(c.raw, evaluations, opts.timeoutMs)),
 
     async probeAuthzen() {
       try {
