@@ -4,7 +4,7 @@
  */
 import type { Check, Decision } from "../model.js";
 import type { PdpChecker } from "../pdp/batcher.js";
-import { checkKey } from "./cache-key.js";
+import { checkKey } from "../canonical-keys.js";
 import { createCoalescer } from "./coalesce.js";
 import type { DecisionCache } from "./decision-cache.js";
 

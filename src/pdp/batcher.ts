@@ -21,7 +21,7 @@
  */
 import { PdpUnavailable } from "../errors.js";
 import type { Check, Decision, Principal, Resource } from "../model.js";
-import { principalKey, resourceKey } from "../decision/cache-key.js";
+import { principalKey, resourceKey } from "../canonical-keys.js";
 import { authzenCompatible, packUnits, type PackedCall, type Unit } from "./authzen-packing.js";
 import type { PdpPool, ResourceEntry, ResourcesResponse } from "./pool.js";
 

@@ -8,7 +8,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { principalKey, resourceKey } from "../../src/decision/cache-key.js";
+import { principalKey, resourceKey } from "../../src/canonical-keys.js";
 import type { Principal, Resource } from "../../src/model.js";
 import { authzenCompatible, packUnits, toEvaluation, type Limits, type PackedCall, type Unit } from "../../src/pdp/authzen-packing.js";
 

@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { checkKey, principalKey, resourceKey } from "../../src/decision/cache-key.js";
+import { checkKey, principalKey, resourceKey } from "../../src/canonical-keys.js";
 import type { AttrValue, Attributes, Check, Principal, Resource } from "../../src/model.js";
 
 const principal = (over: Partial<Principal> = {}): Principal => ({ id: "alice", roles: ["user"], attr: {}, ...over });

@@ -1,5 +1,6 @@
 /**
- * The canonical, collision-free key of a check (SPEC §6): principal (id, roles as a sorted set,
+ * Canonical keys, shared by the decision cache (checkKey) and the batcher's grouping
+ * (principalKey, resourceKey). The collision-free key of a check (SPEC §6): principal (id, roles as a sorted set,
  * attr, scope, policyVersion), resource (kind, id, attr, scope, policyVersion), action, and the
  * token when it is forwarded to the PDP.
  *
@@ -11,7 +12,7 @@
  * `+`, V8 keeps a tree of the pieces alive, which cost about 1.5 KB per cached decision instead
  * of about 0.25 KB.)
  */
-import type { AttrValue, Attributes, Check, Principal, Resource } from "../model.js";
+import type { AttrValue, Attributes, Check, Principal, Resource } from "./model.js";
 
 type Parts = string[];
 
