@@ -20,7 +20,7 @@ const TOP = 64;
 const BOTTOM = 34;
 const COLORS = { req: "#3b6fb6", checks: "#8a8f98", p99: "#d9822b" } as const;
 
-function escape(text: string): string {
+export function escape(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 

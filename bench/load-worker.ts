@@ -1,5 +1,5 @@
 /**
- * The load generator, in its own process (forked by bench/run.ts, driven over IPC), so its CPU
+ * The load generator, in its own process (forked by bench/run.ts and bench/soak.ts, driven over IPC), so its CPU
  * and garbage are never the server's.
  *
  * HTTP: autocannon with pipelining 1. Every response is checked against the status its request
@@ -17,6 +17,10 @@
  *
  * PDP: `pdp-direct` drives the PDP itself with CheckResources calls of N resources, K calls in
  * flight, and checks every result (resource id in order, allow/deny as expected).
+ *
+ * Windows (the soak): a job with `windowSec` also reports every `windowSec` seconds what
+ * happened since the last report — answers, wrong answers, 5xx, connection errors, timeouts,
+ * p50/p99 — as `window` messages before its final result.
  *
  * The worker keeps its stream between phases (warm-up, then measurement), so "unique" ids are
  * never repeated. It exits when the harness goes away (IPC disconnect).
@@ -48,6 +52,8 @@ export interface WorkerJob {
   readonly durationSec?: number;
   readonly amount?: number;
   readonly seed: number;
+  /** HTTP loads: send a `window` message every this many seconds (absent: only the result). */
+  readonly windowSec?: number;
 }
 
 export interface WrongAnswer {
@@ -78,13 +84,41 @@ export interface LoadResult {
   readonly lateSends?: number;
 }
 
-export type WorkerMessage = { type: "result"; result: LoadResult } | { type: "error"; message: string };
+/** What happened during one window of a job with `windowSec`; times in s since the job started. */
+export interface LoadWindow {
+  readonly index: number;
+  readonly startSec: number;
+  readonly endSec: number;
+  /** The last window, cut short by the end of the run. */
+  readonly final: boolean;
+  /** Answers received and checked. */
+  readonly responses: number;
+  /** Answers with another status than expected (5xx included). */
+  readonly wrongAnswers: number;
+  readonly status5xx: number;
+  readonly statusCounts: Record<string, number>;
+  /** Connection errors, timeouts not included. */
+  readonly connectionErrors: number;
+  readonly timeouts: number;
+  readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /** Paced runs: sends that left more than 1 ms after their slot. */
+  readonly lateSends: number;
+  readonly wrongSamples: readonly WrongAnswer[];
+  readonly errorSamples: readonly string[];
+}
+
+export type WorkerMessage =
+  | { type: "result"; result: LoadResult }
+  | { type: "error"; message: string }
+  | { type: "window"; window: LoadWindow };
 
 const nonce = randomBytes(4).toString("hex");
 const streams = new Map<Workload, Stream>();
 const MAX_SAMPLES = 5;
 
 class Checker {
+  /** A second checker that sees every answer too (the current window). */
+  tee: Checker | undefined;
   responses = 0;
   wrong = 0;
   readonly samples: WrongAnswer[] = [];
@@ -98,11 +132,13 @@ class Checker {
       this.wrong++;
       if (this.samples.length < MAX_SAMPLES) this.samples.push({ expected: r.expected, got: status, principal: r.principal, path: r.path });
     }
+    this.tee?.check(r, status);
   }
 
   /** Records one latency in ms (kept in µs, at least 1). */
   latency(ms: number): void {
     this.histogram.record(Math.max(1, Math.round(ms * 1000)));
+    this.tee?.latency(ms);
   }
 
   latencyMs(): LoadResult["latencyMs"] {
@@ -202,6 +238,7 @@ async function runHttp(job: WorkerJob): Promise<LoadResult> {
   const errorSamples: string[] = [];
   const started = performance.now();
   let lastResponse = started;
+  const windows = job.windowSec !== undefined && job.windowSec > 0 ? startWindows(job.windowSec, checker, late, started) : undefined;
   return await new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -216,6 +253,7 @@ async function runHttp(job: WorkerJob): Promise<LoadResult> {
         ...(load.rate !== undefined ? { setupClient: pacer(load.rate, job.connections, late) } : {}),
       },
       (err, result) => {
+        windows?.stop();
         if (err) {
           reject(err);
           return;
@@ -249,8 +287,75 @@ async function runHttp(job: WorkerJob): Promise<LoadResult> {
     });
     instance.on("reqError", (error: Error) => {
       if (errorSamples.length < MAX_SAMPLES) errorSamples.push(error.message);
+      windows?.error(error);
     });
   });
+}
+
+/** autocannon reports a timeout as a `reqError` with this message (autocannon 9 lib/run.js). */
+const TIMEOUT_MESSAGE = "request timed out";
+
+/**
+ * Window reports for `runHttp`: every `windowSec` a fresh tee checker takes over and the last
+ * one is sent as a `window` message; `stop()` sends the last, shorter window (if it lasted at
+ * least 1 s or saw a problem) and ends the timer.
+ */
+function startWindows(windowSec: number, checker: Checker, late: { count: number }, started: number) {
+  let index = 0;
+  let windowStart = started;
+  let lateAtStart = late.count;
+  let connectionErrors = 0;
+  let timeouts = 0;
+  let errorSamples: string[] = [];
+  checker.tee = new Checker();
+  const emit = (final: boolean) => {
+    const now = performance.now();
+    const w = checker.tee!;
+    checker.tee = new Checker();
+    const problems = w.wrong + connectionErrors + timeouts;
+    if (!final || now - windowStart >= 1000 || problems > 0) {
+      const h = w.histogram;
+      const pct = (p: number) => (h.count ? h.percentile(p) / 1000 : 0);
+      const window: LoadWindow = {
+        index: index++,
+        startSec: (windowStart - started) / 1000,
+        endSec: (now - started) / 1000,
+        final,
+        responses: w.responses,
+        wrongAnswers: w.wrong,
+        status5xx: Object.entries(w.statusCounts).reduce((n, [status, count]) => (Number(status) >= 500 ? n + count : n), 0),
+        statusCounts: w.statusCounts,
+        connectionErrors,
+        timeouts,
+        latencyMs: { p50: pct(50), p99: pct(99), max: h.count ? h.max / 1000 : 0 },
+        lateSends: late.count - lateAtStart,
+        wrongSamples: w.samples,
+        errorSamples,
+      };
+      process.send!({ type: "window", window } satisfies WorkerMessage);
+    }
+    windowStart = now;
+    lateAtStart = late.count;
+    connectionErrors = 0;
+    timeouts = 0;
+    errorSamples = [];
+  };
+  const timer = setInterval(() => emit(false), windowSec * 1000);
+  let stopped = false;
+  return {
+    error(error: Error) {
+      if (error.message === TIMEOUT_MESSAGE) timeouts++;
+      else connectionErrors++;
+      if (errorSamples.length < MAX_SAMPLES) errorSamples.push(error.message);
+    },
+    stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      emit(true);
+      checker.tee = undefined;
+    },
+  };
 }
 
 async function runPdp(job: WorkerJob): Promise<LoadResult> {

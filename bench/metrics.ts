@@ -83,6 +83,12 @@ export interface ServiceCounters {
   /** prom-client's default process metrics, when exported. */
   readonly heapUsedMb?: number;
   readonly heapTotalMb?: number;
+  /** `nodejs_active_handles_total` and `process_resident_memory_bytes` (MB), when exported. */
+  readonly activeHandles?: number;
+  readonly processRssMb?: number;
+  /** The service's own PDP calls (`cerbos_forwardauth_pdp_requests_total`), all codes and not "OK". */
+  readonly pdpCalls: number;
+  readonly pdpFailedCalls: number;
 }
 
 /** The service's cache counters from its admin /metrics, or undefined when it does not export them. */
@@ -101,6 +107,10 @@ export async function readServiceCounters(adminPort: number | undefined): Promis
     cacheEntries: sumSamples(text, "cerbos_forwardauth_cache_entries"),
     ...(text.includes("nodejs_heap_size_used_bytes") ? { heapUsedMb: sumSamples(text, "nodejs_heap_size_used_bytes") / 2 ** 20 } : {}),
     ...(text.includes("nodejs_heap_size_total_bytes") ? { heapTotalMb: sumSamples(text, "nodejs_heap_size_total_bytes") / 2 ** 20 } : {}),
+    ...(text.includes("nodejs_active_handles_total") ? { activeHandles: sumSamples(text, "nodejs_active_handles_total") } : {}),
+    ...(text.includes("process_resident_memory_bytes") ? { processRssMb: sumSamples(text, "process_resident_memory_bytes") / 2 ** 20 } : {}),
+    pdpCalls: sumSamples(text, "cerbos_forwardauth_pdp_requests_total"),
+    pdpFailedCalls: sumSamples(text, "cerbos_forwardauth_pdp_requests_total") - sumSamples(text, "cerbos_forwardauth_pdp_requests_total", { code: "OK" }),
   };
 }
 

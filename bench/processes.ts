@@ -7,6 +7,7 @@
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
+import type { LoadResult, LoadWindow, WorkerJob, WorkerMessage } from "./load-worker.js";
 
 const SETPRIV = "/usr/bin/setpriv";
 const KILL_GRACE_MS = 3_000;
@@ -153,6 +154,34 @@ export function waitForLine(proc: Tracked, match: (line: Record<string, unknown>
     void proc.exited.then((info) =>
       done(() => reject(new Error(`${proc.name} exited (code ${info.code}, signal ${info.signal}) before listening\n${proc.tail()}`))),
     );
+  });
+}
+
+/**
+ * Sends one job to the load worker and waits for its result (or its death, or a deadline).
+ * `onWindow` receives the interim `window` reports of a job with `windowSec` (the soak).
+ */
+export function askWorker(worker: Tracked, job: WorkerJob, timeoutMs: number, onWindow?: (window: LoadWindow) => void): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = worker.child;
+    const timer = setTimeout(() => finish(() => reject(new Error(`load worker: no result within ${Math.round(timeoutMs / 1000)} s`))), timeoutMs);
+    const onMessage = (msg: WorkerMessage) => {
+      if (msg.type === "window") {
+        onWindow?.(msg.window);
+        return;
+      }
+      finish(() => (msg.type === "result" ? resolve(msg.result) : reject(new Error(`load worker failed: ${msg.message}`))));
+    };
+    const onExit = () => finish(() => reject(new Error(`load worker exited\n${worker.tail()}`)));
+    function finish(fn: () => void) {
+      clearTimeout(timer);
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+      fn();
+    }
+    child.on("message", onMessage);
+    child.on("exit", onExit);
+    child.send(job);
   });
 }
 

@@ -13,21 +13,20 @@
  * bench/results/latest.svg. `--smoke` runs each scenario for 2 s to check answers only: it makes
  * no speed claims and writes its JSON to the temp dir, leaving bench/results/ alone.
  */
-import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { availableParallelism, loadavg, release, tmpdir, totalmem } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { cerbosBinaryPath } from "../src/pdp/cerbos-binary.js";
 import { EmbeddedPdp } from "../src/pdp/embedded.js";
 import { renderChart, type ChartRow } from "./chart.js";
-import type { LoadResult, WorkerJob, WorkerMessage, WrongAnswer } from "./load-worker.js";
+import type { LoadResult, WorkerJob, WrongAnswer } from "./load-worker.js";
+import { machine } from "./machine.js";
 import { type PdpCounters, readServiceCounters, type ServiceCounters, settledPdpCounters } from "./metrics.js";
-import { cpuSeconds, forkNode, rssMb, spawnNode, stopAll, type Tracked, waitForLine } from "./processes.js";
+import { askWorker, cpuSeconds, forkNode, rssMb, spawnNode, stopAll, type Tracked, waitForLine } from "./processes.js";
 import {
   DEFAULT_RATE,
   HIT,
@@ -40,13 +39,12 @@ import {
   SHARED_PRINCIPALS,
   SMOKE_MEMORY_ENTRIES,
 } from "./scenarios.js";
-import { configYaml, isListeningLine, serviceConfig } from "./servers/service.js";
+import { serviceConfig, startService } from "./servers/service.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = join(ROOT, "dist");
 const POLICIES = join(ROOT, "bench", "policies");
 const RESULTS = join(ROOT, "bench", "results");
-const SERVICE_CLI = join(DIST, "src", "cli.js");
 const HELLO = join(DIST, "bench", "servers", "hello.js");
 const NAIVE = join(DIST, "bench", "servers", "naive.js");
 const WORKER = join(DIST, "bench", "load-worker.js");
@@ -118,75 +116,6 @@ function parseFlags(argv: string[]): Settings | string {
 
 // ---------------------------------------------------------------------------------------------
 
-interface Machine {
-  readonly cpuModel: string;
-  readonly cores: number;
-  readonly memoryGb: number;
-  readonly kernel: string;
-  readonly node: string;
-  readonly cerbos: string;
-  readonly gitCommit: string;
-  readonly gitDirty: boolean | "unknown";
-  readonly loadAverageAtStart: number[];
-  /** Share of all CPU time not idle during the second before the run: other work on the machine. */
-  readonly busyBeforeStartPercent: number | null;
-}
-
-/** Non-idle share of all CPUs over `ms`, from /proc/stat (null where there is none). */
-async function cpuBusyPercent(ms: number): Promise<number | null> {
-  const sample = (): { idle: number; total: number } | null => {
-    try {
-      const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-      const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0); // idle + iowait
-      return { idle, total: cpu.reduce((a, b) => a + b, 0) };
-    } catch {
-      return null;
-    }
-  };
-  const a = sample();
-  await delay(ms);
-  const b = sample();
-  if (!a || !b || b.total === a.total) return null;
-  return Math.round((1 - (b.idle - a.idle) / (b.total - a.total)) * 1000) / 10;
-}
-
-async function machine(): Promise<Machine> {
-  let cpuModel = "unknown";
-  try {
-    cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1]?.trim() ?? "unknown";
-  } catch {
-    // not Linux
-  }
-  const git = (args: string[]): string | undefined => {
-    try {
-      return execFileSync("git", args, { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-    } catch {
-      return undefined;
-    }
-  };
-  let cerbos = "unknown";
-  try {
-    cerbos = execFileSync(cerbosBinaryPath(), ["--version"], { encoding: "utf8" }).split("\n")[0]!.trim();
-  } catch {
-    // reported as unknown
-  }
-  const status = git(["status", "--porcelain", "--untracked-files=no"]);
-  const loadAverageAtStart = loadavg().map((n) => Math.round(n * 100) / 100);
-  const busyBeforeStartPercent = await cpuBusyPercent(1000);
-  return {
-    cpuModel,
-    cores: availableParallelism(),
-    memoryGb: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    kernel: release(),
-    node: process.version,
-    cerbos,
-    gitCommit: git(["rev-parse", "HEAD"]) ?? "unknown",
-    gitDirty: status === undefined ? "unknown" : status.length > 0,
-    loadAverageAtStart,
-    busyBeforeStartPercent,
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 
 interface ScenarioResult {
@@ -254,49 +183,9 @@ async function startServer(spec: ServerSpec, name: string, ctx: Context): Promis
     }
     case "service": {
       const file = join(ctx.tmp, `${name.replace(/[^A-Za-z0-9.-]/g, "_")}.yaml`);
-      writeFileSync(file, configYaml(serviceConfig(spec, ctx.pdp.grpcTarget)));
-      const proc = spawnNode("service", SERVICE_CLI, ["--config", file]);
-      const line = await waitForLine(proc, isListeningLine);
-      const adminPort = typeof line.admin === "number" ? line.admin : undefined;
-      await waitReady(adminPort);
-      return { proc, port: line.port as number, ...(adminPort !== undefined ? { adminPort } : {}) };
+      return await startService(serviceConfig(spec, ctx.pdp.grpcTarget), file);
     }
   }
-}
-
-/** Waits (up to 5 s) for the service's /readyz, so the run does not start before its PDP link. */
-async function waitReady(adminPort: number | undefined): Promise<void> {
-  if (adminPort === undefined) return;
-  const deadline = performance.now() + 5_000;
-  while (performance.now() < deadline) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
-      await res.arrayBuffer();
-      if (res.status === 200 || res.status === 404) return;
-    } catch {
-      // not yet
-    }
-    await delay(50);
-  }
-}
-
-/** Sends one job to the worker and waits for its answer (or its death, or a deadline). */
-function ask(worker: Tracked, job: WorkerJob, timeoutMs: number): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const child = worker.child;
-    const timer = setTimeout(() => finish(() => reject(new Error(`load worker: no result within ${Math.round(timeoutMs / 1000)} s`))), timeoutMs);
-    const onMessage = (msg: WorkerMessage) => finish(() => (msg.type === "result" ? resolve(msg.result) : reject(new Error(`load worker failed: ${msg.message}`))));
-    const onExit = () => finish(() => reject(new Error(`load worker exited\n${worker.tail()}`)));
-    function finish(fn: () => void) {
-      clearTimeout(timer);
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      fn();
-    }
-    child.on("message", onMessage);
-    child.on("exit", onExit);
-    child.send(job);
-  });
 }
 
 function describeProblems(phase: string, r: LoadResult, failures: string[]): void {
@@ -337,7 +226,7 @@ async function runScenario(s: Scenario, ctx: Context): Promise<ScenarioResult> {
     };
     const warmupSec = settings.smoke ? Math.min(s.warmupSec, SMOKE_WARMUP_SECONDS) : s.warmupSec;
     if (warmupSec > 0) {
-      const warm = await ask(worker, { ...base, phase: "warmup", durationSec: warmupSec }, (warmupSec + 60) * 1000);
+      const warm = await askWorker(worker, { ...base, phase: "warmup", durationSec: warmupSec }, (warmupSec + 60) * 1000);
       result.warmup = { responses: warm.responses, wrongAnswers: warm.wrongAnswers, errors: warm.errors, timeouts: warm.timeouts };
       describeProblems("warm-up", warm, result.failures);
     }
@@ -353,7 +242,7 @@ async function runScenario(s: Scenario, ctx: Context): Promise<ScenarioResult> {
         ? { ...base, phase: "measure", amount: s.measure.entries }
         : { ...base, phase: "measure", durationSec: settings.durationSec };
     const timeoutMs = s.measure.kind === "memory" ? 600_000 : (settings.durationSec + 60) * 1000;
-    const measured = await ask(worker, job, timeoutMs);
+    const measured = await askWorker(worker, job, timeoutMs);
 
     const wall = (performance.now() - t0) / 1000;
     const cpuAfter = [cpuSeconds(server?.proc.pid), cpuSeconds(ctx.pdp.pid), cpuSeconds(worker.pid)];

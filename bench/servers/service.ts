@@ -2,10 +2,19 @@
  * The service under test: the built CLI (dist/src/cli.js) with a generated config — trusted
  * headers identity, generic mapping, the harness's PDP over its unix socket, everything else at
  * the service's defaults (the benchmark measures, it does not tune). Only the keys a scenario
- * needs are written: pdp.protocol, and cache.* for the memory row.
+ * needs are written: pdp.protocol, and cache.* for the memory row. `startService` runs it as a
+ * tracked process (bench/run.ts, bench/soak.ts).
  */
+import { writeFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { setTimeout as delay } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
+import { spawnNode, type Tracked, waitForLine } from "../processes.js";
 import type { ServerSpec } from "../scenarios.js";
+
+/** The built CLI (this file runs from dist/bench/servers/). */
+const SERVICE_CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 
 type ServiceSpec = Extract<ServerSpec, { kind: "service" }>;
 
@@ -31,4 +40,39 @@ export function configYaml(config: Record<string, unknown>): string {
 /** The log line that carries the bound ports. */
 export function isListeningLine(line: Record<string, unknown>): boolean {
   return line.msg === "cerbos-forwardauth listening" && typeof line.port === "number";
+}
+
+export interface StartedService {
+  readonly proc: Tracked;
+  readonly port: number;
+  readonly adminPort?: number;
+}
+
+/**
+ * Writes `config` to `file`, starts the service on it (a tracked process: `stopAll` reaches it
+ * even when this throws) and waits for its listening line and its /readyz.
+ */
+export async function startService(config: Record<string, unknown>, file: string): Promise<StartedService> {
+  writeFileSync(file, configYaml(config));
+  const proc = spawnNode("service", SERVICE_CLI, ["--config", file]);
+  const line = await waitForLine(proc, isListeningLine);
+  const adminPort = typeof line.admin === "number" ? line.admin : undefined;
+  await waitReady(adminPort);
+  return { proc, port: line.port as number, ...(adminPort !== undefined ? { adminPort } : {}) };
+}
+
+/** Waits (up to 5 s) for the service's /readyz, so the run does not start before its PDP link. */
+export async function waitReady(adminPort: number | undefined): Promise<void> {
+  if (adminPort === undefined) return;
+  const deadline = performance.now() + 5_000;
+  while (performance.now() < deadline) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+      await res.arrayBuffer();
+      if (res.status === 200 || res.status === 404) return;
+    } catch {
+      // not yet
+    }
+    await delay(50);
+  }
 }
