@@ -75,7 +75,8 @@ const BASE_CHANNEL_OPTIONS: ChannelOptions = {
   "grpc.initial_reconnect_backoff_ms": 100,
   // grpc-js grows the backoff to 120 s by default; keep recovery within ~5 s (3 s + jitter).
   "grpc.max_reconnect_backoff_ms": 3000,
-  "grpc.enable_retries": 0,
+  // Retries stay on (no retry policy is configured): grpc-js then only re-sends calls the server
+  // never received, e.g. when the PDP recycles a connection with GOAWAY.
   "grpc.primary_user_agent": "cerbos-forwardauth",
 } as ChannelOptions;
 
@@ -110,14 +111,16 @@ export function createPool(opts: PoolOptions): PdpPool {
     channelOptions["grpc.service_config"] = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
   }
   const creds = credentials(opts.tls, channelOptions);
-  const clients: Connection[] = Array.from({ length: opts.connections }, () => {
+  const connect = (): Connection => {
     // Our own channel per connection, shared by the SDK client and the AuthZEN client
     // (`channelOverride`), so both call shapes travel on the same HTTP/2 connection.
     const channel = new Channel(opts.target, creds, channelOptions as Record<string, string | number>);
     const sdk = new GRPC(opts.target, { tls: false, channelOptions: { channelOverride: channel } as unknown as ChannelOptions });
     const raw = new Client(opts.target, creds, { channelOverride: channel });
     return { sdk, raw };
-  });
+  };
+  const clients: Connection[] = Array.from({ length: opts.connections }, connect);
+  let closed = false;
   const inFlight = clients.map(() => 0);
   const onCall = opts.onCall;
 
@@ -128,17 +131,35 @@ export function createPool(opts: PoolOptions): PdpPool {
     return best;
   }
 
+  /**
+   * Consecutive deadline failures per connection. A connection whose peer vanished without a
+   * reset (half-open) never errors by itself: after this many deadlines in a row with no success
+   * it is replaced by a fresh one. (HTTP/2 keepalive pings would also find it, but the PDP sends
+   * GOAWAY to clients that ping more often than every 5 minutes.)
+   */
+  const deadlinesInARow = clients.map(() => 0);
+  const REPLACE_AFTER_DEADLINES = 3;
+
   /** Runs one call on the least busy connection: counts it in flight, maps failures, reports code and duration. */
   async function onLeastBusy<T>(call: (c: Connection) => Promise<T>): Promise<T> {
     const i = pick();
+    const connection = clients[i]!;
     inFlight[i]!++;
     const started = performance.now();
     let code = "OK";
     try {
-      return await call(clients[i]!);
+      const result = await call(connection);
+      deadlinesInARow[i] = 0;
+      return result;
     } catch (error) {
       const unavailable = toUnavailable(error);
       code = unavailable.grpcCode;
+      if (code === "DEADLINE_EXCEEDED" && ++deadlinesInARow[i]! >= REPLACE_AFTER_DEADLINES && clients[i] === connection && !closed) {
+        deadlinesInARow[i] = 0;
+        clients[i] = connect();
+        connection.raw.close();
+        connection.sdk.close();
+      }
       throw unavailable;
     } finally {
       inFlight[i]!--;
@@ -149,7 +170,11 @@ export function createPool(opts: PoolOptions): PdpPool {
   return {
     checkResources: (req) =>
       onLeastBusy(async (c) => {
-        const response = await c.sdk.checkResources(toRequest(req), { signal: AbortSignal.timeout(opts.timeoutMs) });
+        const signal = AbortSignal.timeout(opts.timeoutMs);
+        const response = await c.sdk.checkResources(toRequest(req), { signal }).catch((error: unknown) => {
+          // The SDK reports a call cut by our deadline as CANCELLED: name it for what it is.
+          throw signal.aborted ? new PdpUnavailable("PDP call passed its deadline", "DEADLINE_EXCEEDED") : error;
+        });
         return {
           callId: response.cerbosCallId,
           results: response.results.map((r) => ({
@@ -183,6 +208,7 @@ export function createPool(opts: PoolOptions): PdpPool {
     inFlight: () => inFlight,
 
     close() {
+      closed = true;
       for (const c of clients) {
         c.raw.close();
         c.sdk.close();

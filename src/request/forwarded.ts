@@ -93,6 +93,7 @@ export function rebuildRequest(headers: HeaderList, opts: RebuildOptions): Forwa
   let planted: string | undefined;
   let uriTooLong = false;
   let headerBytes = 0;
+  let contentLength: string | undefined;
 
   for (let h = 0; h < headers.length; h++) {
     const entry = headers[h]!;
@@ -128,6 +129,11 @@ export function rebuildRequest(headers: HeaderList, opts: RebuildOptions): Forwa
         break;
       case "x-forwarded-for":
         xff = value;
+        break;
+      case "content-length":
+        // Two lengths frame the message two ways (a smuggling shape): never decide on it.
+        if (contentLength !== undefined && contentLength !== value) duplicate ??= "Content-Length (with different values)";
+        contentLength = value;
         break;
     }
   }
