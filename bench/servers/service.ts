@@ -19,11 +19,11 @@ const SERVICE_CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 type ServiceSpec = Extract<ServerSpec, { kind: "service" }>;
 
 /** The config as an object (recorded in latest.json); `configYaml` writes it. */
-export function serviceConfig(spec: ServiceSpec, grpcTarget: string): Record<string, unknown> {
+export function serviceConfig(spec: ServiceSpec, grpcTarget: string, pdpTimeoutMs?: number): Record<string, unknown> {
   const config: Record<string, unknown> = {
     listen: "127.0.0.1:0",
     admin: { listen: "127.0.0.1:0" },
-    pdp: { address: grpcTarget, protocol: spec.protocol },
+    pdp: { address: grpcTarget, protocol: spec.protocol, ...(pdpTimeoutMs !== undefined ? { timeoutMs: pdpTimeoutMs } : {}) },
     identity: { trustedHeaders: { id: "Remote-User", roles: "Remote-Groups" } },
     unmatched: "generic",
     // info: the "listening" line (with the bound ports) is logged at info.
