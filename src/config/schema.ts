@@ -3,8 +3,8 @@
  * Unknown keys are errors (`strictObject`). Durations are integer milliseconds in keys ending
  * in `Ms`. Templates are parsed here so an unknown variable is reported with its path.
  *
- * Keys of later features (cache, batch, identity.jwt, pdp.connections …) are added with the
- * feature: until then they are rejected rather than silently ignored.
+ * A key is added together with the behaviour it configures: a key the service does not act on
+ * is rejected, never silently ignored.
  */
 import { z } from "zod";
 import { parsePathPattern } from "../mapping/routes.js";
