@@ -106,10 +106,11 @@ function track(name: string, child: ChildProcess): Tracked {
 }
 
 /** Runs `node script ...args` as a tracked server process; stdout/stderr are piped and read. */
-export function spawnNode(name: string, script: string, args: string[]): Tracked {
+export function spawnNode(name: string, script: string, args: string[], nodeArgs: string[] = []): Tracked {
   const useSetpriv = existsSync(SETPRIV);
   const cmd = useSetpriv ? SETPRIV : process.execPath;
-  const argv = useSetpriv ? ["--pdeathsig", "KILL", "--", process.execPath, script, ...args] : [script, ...args];
+  const node = [...nodeArgs, script, ...args];
+  const argv = useSetpriv ? ["--pdeathsig", "KILL", "--", process.execPath, ...node] : node;
   // setpriv execs node: the child PID is node's PID.
   const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"], detached: true, env: process.env });
   return track(name, child);

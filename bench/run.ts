@@ -63,6 +63,7 @@ const USAGE = `usage: npm run bench -- [options]
   --duration SEC    measured seconds per scenario (default 10)
   --connections N   autocannon connections (default 50)
   --rate N          offered requests/s of the @rate rows (default ${DEFAULT_RATE})
+  --profile DIR     write a V8 CPU profile of each service process into DIR (node --cpu-prof)
   --smoke           ${SMOKE_SECONDS} s per scenario, answers checked, no speed claims, no files in bench/results
 `;
 
@@ -73,6 +74,8 @@ interface Settings {
   readonly smoke: boolean;
   readonly memoryEntries: number;
   readonly names: string[];
+  /** --profile: directory for the service processes' CPU profiles. */
+  readonly profileDir?: string;
 }
 
 function parseFlags(argv: string[]): Settings | string {
@@ -86,6 +89,7 @@ function parseFlags(argv: string[]): Settings | string {
         connections: { type: "string" },
         rate: { type: "string" },
         smoke: { type: "boolean", default: false },
+        profile: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -113,10 +117,14 @@ function parseFlags(argv: string[]): Settings | string {
     smoke,
     memoryEntries: smoke ? SMOKE_MEMORY_ENTRIES : MEMORY_ENTRIES,
     names: (values.scenario ?? []).flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean),
+    ...(values.profile ? { profileDir: values.profile } : {}),
   };
 }
 
-// ---------------------------------------------------------------------------------------------
+/** Node flags that make a service process write its CPU profile on exit (--profile). */
+function profileArgs(settings: Settings): string[] {
+  return settings.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${settings.profileDir}`] : [];
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ async function startServer(spec: ServerSpec, name: string, ctx: Context): Promis
       const file = join(ctx.tmp, `${name.replace(/[^A-Za-z0-9.-]/g, "_")}.yaml`);
       // Smoke runs check answers only, often on a busy CI machine: a generous PDP deadline keeps
       // a slow moment from turning into a 503 (which the run would count as a wrong answer).
-      return await startService(serviceConfig(spec, ctx.pdp.grpcTarget, ctx.settings.smoke ? SMOKE_PDP_TIMEOUT_MS : undefined), file);
+      return await startService(serviceConfig(spec, ctx.pdp.grpcTarget, ctx.settings.smoke ? SMOKE_PDP_TIMEOUT_MS : undefined), file, profileArgs(ctx.settings));
     }
   }
 }

@@ -52,9 +52,9 @@ export interface StartedService {
  * Writes `config` to `file`, starts the service on it (a tracked process: `stopAll` reaches it
  * even when this throws) and waits for its listening line and its /readyz.
  */
-export async function startService(config: Record<string, unknown>, file: string): Promise<StartedService> {
+export async function startService(config: Record<string, unknown>, file: string, nodeArgs: string[] = []): Promise<StartedService> {
   writeFileSync(file, configYaml(config));
-  const proc = spawnNode("service", SERVICE_CLI, ["--config", file]);
+  const proc = spawnNode("service", SERVICE_CLI, ["--config", file], nodeArgs);
   const line = await waitForLine(proc, isListeningLine);
   const adminPort = typeof line.admin === "number" ? line.admin : undefined;
   await waitReady(adminPort);
