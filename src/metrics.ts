@@ -1,9 +1,12 @@
 /**
  * Every metric of SPEC §8, in one place, on an injected registry. Label values are bounded:
  * route names from the config (plus "generic", "unmatched", "-"), outcomes, gRPC status names.
- * Label children used on the hot path are bound once.
+ * The per-request and per-PDP-call metrics are metrics-fast.js counters and histograms, bound
+ * once per label set and counted into plain numbers (tens of ns, not µs); the pending-checks
+ * gauge is a plain number read at scrape time. The rare ones stay plain prom-client metrics.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { FastCounter, FastHistogram, type CounterSeries, type HistogramSeries } from "./metrics-fast.js";
 import type { Outcome } from "./model.js";
 
 /** 50 µs … 1 s: decisions are fast, cache hits faster. */
@@ -25,52 +28,61 @@ export interface Metrics {
   configReload(ok: boolean): void;
 }
 
+/** One outcome's series: its duration histogram and its request counters by route (grown as routes appear). */
+interface OutcomeSeries {
+  readonly duration: HistogramSeries;
+  readonly byRoute: Map<string, CounterSeries>;
+}
+
 export function createMetrics(registry: Registry = new Registry(), opts: { defaultMetrics?: boolean } = {}): Metrics {
   if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
-  const requests = new Counter({
+  // Created in exposition order: the registry prints metrics in the order they register.
+  const requests = new FastCounter(registry, {
     name: "cerbos_forwardauth_requests_total",
     help: "ForwardAuth requests answered, by route and outcome.",
-    labelNames: ["route", "outcome"] as const,
-    registers: [registry],
+    labelNames: ["route", "outcome"],
   });
-  const duration = new Histogram({
+  const duration = new FastHistogram(registry, {
     name: "cerbos_forwardauth_request_duration_seconds",
     help: "Time from receiving a ForwardAuth request to its answer.",
-    labelNames: ["outcome"] as const,
+    labelNames: ["outcome"],
     buckets: LATENCY_BUCKETS,
-    registers: [registry],
   });
-  const cache = new Counter({
+  const cache = new FastCounter(registry, {
     name: "cerbos_forwardauth_cache_requests_total",
     help: "Decision cache look-ups by result.",
-    labelNames: ["result"] as const,
-    registers: [registry],
+    labelNames: ["result"],
   });
   const cacheEntries = new Gauge({ name: "cerbos_forwardauth_cache_entries", help: "Decisions in the cache.", registers: [registry] });
-  const coalesced = new Counter({
+  const coalesced = new FastCounter(registry, {
     name: "cerbos_forwardauth_coalesced_checks_total",
     help: "Checks answered by an identical check already in flight.",
-    registers: [registry],
   });
-  const pdpRequests = new Counter({
+  const pdpRequests = new FastCounter(registry, {
     name: "cerbos_forwardauth_pdp_requests_total",
     help: "Calls to the PDP by gRPC status code.",
-    labelNames: ["code"] as const,
-    registers: [registry],
+    labelNames: ["code"],
   });
-  const pdpDuration = new Histogram({
+  const pdpDuration = new FastHistogram(registry, {
     name: "cerbos_forwardauth_pdp_request_duration_seconds",
     help: "Duration of PDP calls.",
     buckets: LATENCY_BUCKETS,
-    registers: [registry],
   });
-  const batch = new Histogram({
+  const batch = new FastHistogram(registry, {
     name: "cerbos_forwardauth_batch_size",
     help: "Checks carried by one PDP call.",
     buckets: BATCH_BUCKETS,
-    registers: [registry],
   });
-  const pending = new Gauge({ name: "cerbos_forwardauth_pending_checks", help: "Checks waiting for or in a PDP call.", registers: [registry] });
+  // Set per batcher change; a number here, copied into the gauge when it is read.
+  let pendingChecks = 0;
+  new Gauge({
+    name: "cerbos_forwardauth_pending_checks",
+    help: "Checks waiting for or in a PDP call.",
+    registers: [registry],
+    collect() {
+      this.set(pendingChecks);
+    },
+  });
   const pdpUp = new Gauge({ name: "cerbos_forwardauth_pdp_up", help: "1 when the PDP answers its health check.", registers: [registry] });
   const reloads = new Counter({
     name: "cerbos_forwardauth_config_reloads_total",
@@ -79,41 +91,57 @@ export function createMetrics(registry: Registry = new Registry(), opts: { defau
     registers: [registry],
   });
 
-  // Pre-bound children for the hot path; every outcome series exists from the start.
-  const durationBy = new Map(OUTCOMES.map((o) => [o, duration.labels(o)]));
-  const requestChildren = new Map<string, ReturnType<typeof requests.labels>>();
-  const hit = cache.labels("hit");
-  const miss = cache.labels("miss");
-  hit.inc(0);
-  miss.inc(0);
-  coalesced.inc(0);
+  // Series bound once for the hot path; every outcome's duration series exists from the start.
+  const byOutcome = new Map<string, OutcomeSeries>();
+  const outcomeSeries = (outcome: string): OutcomeSeries => {
+    let o = byOutcome.get(outcome);
+    if (!o) {
+      o = { duration: duration.child(outcome), byRoute: new Map() };
+      byOutcome.set(outcome, o);
+    }
+    return o;
+  };
+  for (const outcome of OUTCOMES) outcomeSeries(outcome);
+  const pdpByCode = new Map<string, CounterSeries>();
+  const hit = cache.child("hit");
+  const miss = cache.child("miss");
+  const coalescedChecks = coalesced.child();
+  const pdpDurations = pdpDuration.child();
+  const batches = batch.child();
   reloads.labels("success").inc(0);
   reloads.labels("failure").inc(0);
   pdpUp.set(0);
-  pending.set(0);
 
   return {
     registry,
     request(route, outcome, seconds) {
-      const key = `${route}\u0000${outcome}`;
-      let child = requestChildren.get(key);
-      if (!child) {
-        child = requests.labels(route, outcome);
-        requestChildren.set(key, child);
+      const o = byOutcome.get(outcome) ?? outcomeSeries(outcome);
+      let n = o.byRoute.get(route);
+      if (!n) {
+        n = requests.child(route, outcome); // a new route (config reload): one more series
+        o.byRoute.set(route, n);
       }
-      child.inc();
-      durationBy.get(outcome)!.observe(seconds);
+      n.inc();
+      o.duration.observe(seconds);
     },
+    // Called unbound (checker hooks): arrow functions, no `this`.
     cacheHit: () => hit.inc(),
     cacheMiss: () => miss.inc(),
     setCacheEntries: (n) => cacheEntries.set(n),
-    coalesced: () => coalesced.inc(),
+    coalesced: () => coalescedChecks.inc(),
     pdpCall(code, seconds) {
-      pdpRequests.labels(code).inc();
-      pdpDuration.observe(seconds);
+      let n = pdpByCode.get(code);
+      if (!n) {
+        n = pdpRequests.child(code);
+        pdpByCode.set(code, n);
+      }
+      n.inc();
+      pdpDurations.observe(seconds);
     },
-    batchSize: (n) => batch.observe(n),
-    setPendingChecks: (n) => pending.set(n),
+    batchSize: (n) => batches.observe(n),
+    setPendingChecks: (n) => {
+      pendingChecks = n;
+    },
     setPdpUp: (up) => pdpUp.set(up ? 1 : 0),
     configReload: (ok) => reloads.labels(ok ? "success" : "failure").inc(),
   };
