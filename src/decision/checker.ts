@@ -4,7 +4,7 @@
  */
 import type { Check, Decision } from "../model.js";
 import type { PdpChecker } from "../pdp/batcher.js";
-import { checkKey } from "../canonical-keys.js";
+import { checkKeyOf, principalKey, resourceKey } from "../canonical-keys.js";
 import { createCoalescer } from "./coalesce.js";
 import type { DecisionCache } from "./decision-cache.js";
 
@@ -29,7 +29,8 @@ const CACHED_DENY: Decision = Object.freeze({ allowed: false, cached: true });
 export function createChecker(cache: DecisionCache, pdp: PdpChecker, events: CheckerEvents = {}): Checker {
   const coalescer = createCoalescer<Decision>();
   return (check, opts) => {
-    const key = checkKey(check);
+    const keys = { principal: principalKey(check.principal), resource: resourceKey(check.resource) };
+    const key = checkKeyOf(keys.principal, keys.resource, check.action, check.token);
     if (opts.cacheable) {
       const hit = cache.get(key);
       if (hit !== undefined) {
@@ -39,7 +40,7 @@ export function createChecker(cache: DecisionCache, pdp: PdpChecker, events: Che
       events.cacheMiss?.();
     }
     const { promise, shared } = coalescer.run(key, () =>
-      pdp.check(check).then((decision) => {
+      pdp.check(check, keys).then((decision) => {
         if (opts.cacheable) cache.set(key, decision.allowed, opts.expiresAt);
         return decision;
       }),

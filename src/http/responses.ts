@@ -35,7 +35,8 @@ const WWW_AUTHENTICATE: Partial<Record<RefusalCode, string>> = {
 
 /** Writes a verdict. Call inside res.cork() when after an async gap. */
 export function writeVerdict(res: HttpResponse, verdict: Verdict, requestId: string, closeConnection = false): void {
-  res.writeStatus(STATUS_LINE[verdict.status] ?? "503 Service Unavailable");
+  // uWebSockets.js answers "200 OK" unless told otherwise: one native call fewer on every allow.
+  if (verdict.status !== 200) res.writeStatus(STATUS_LINE[verdict.status] ?? "503 Service Unavailable");
   res.writeHeader("Cache-Control", "no-store");
   res.writeHeader("X-Request-Id", requestId);
   const code = verdict.refusal?.code;

@@ -8,24 +8,47 @@ import type { ForwardedRequest, Identity } from "../model.js";
 
 type TrustedHeadersConfig = NonNullable<Config["identity"]["trustedHeaders"]>;
 
-/** Returns the identity, or undefined when the id header is absent or empty (next source applies). */
+/** Identities remembered per distinct set of header values (then forgotten all at once). */
+const MAX_REMEMBERED = 10_000;
+
+/**
+ * Returns the identity, or undefined when the id header is absent or empty (next source applies).
+ * The same header values give the same frozen Identity object, so what is derived from it (the
+ * principal's cache key) is computed once per caller, not once per request.
+ */
 export function trustedHeadersSource(cfg: TrustedHeadersConfig): (req: ForwardedRequest) => Identity | undefined {
   const idName = cfg.id.toLowerCase();
   const rolesName = cfg.roles?.toLowerCase();
   const attrNames = Object.entries(cfg.attr).map(([attr, header]) => [attr, header.toLowerCase()] as const);
+  const remembered = new Map<string, Identity>();
   return (req) => {
-    const id = req.headers[idName]?.trim();
+    const rawId = req.headers[idName];
+    if (rawId === undefined) return undefined;
+    const rawRoles = rolesName ? req.headers[rolesName] : undefined;
+    // Length-prefixed, so no value can borrow characters from its neighbour.
+    let key = `${rawId.length}:${rawId}${rawRoles === undefined ? "-" : `${rawRoles.length}:${rawRoles}`}`;
+    for (const [, header] of attrNames) {
+      const v = req.headers[header];
+      key += v === undefined ? "-" : `${v.length}:${v}`;
+    }
+    const known = remembered.get(key);
+    if (known !== undefined) return known;
+
+    const id = rawId.trim();
     if (!id) return undefined;
     // Repeated header lines arrive joined with ", ": two identities are not one.
     if (id.includes(",")) throw new Refusal("bad_request", `trusted header ${cfg.id} holds more than one value`);
-    const roles = rolesName ? splitRoles(req.headers[rolesName]) : [];
+    const roles = splitRoles(rawRoles);
     if (roles.length === 0) throw new Refusal("unauthenticated", `trusted identity without roles`);
     const attr: Record<string, string> = {};
     for (const [name, header] of attrNames) {
       const v = req.headers[header];
       if (v !== undefined && v !== "") attr[name] = v;
     }
-    return { principal: { id, roles, attr } };
+    const identity: Identity = Object.freeze({ principal: Object.freeze({ id, roles: Object.freeze(roles), attr: Object.freeze(attr) }) });
+    if (remembered.size >= MAX_REMEMBERED) remembered.clear();
+    remembered.set(key, identity);
+    return identity;
   };
 }
 

@@ -135,7 +135,8 @@ function genericMapping(req: ForwardedRequest): Mapping {
     resource: {
       kind: "route",
       id: req.path,
-      attr: { method: req.method, host: req.host, path: req.path, scheme: req.scheme, ip: req.ip, query: req.query },
+      // In key order: the cache key then needs no sort (canonical-keys.ts).
+      attr: { host: req.host, ip: req.ip, method: req.method, path: req.path, query: req.query, scheme: req.scheme },
     },
     action: req.method,
     shadow: false,
