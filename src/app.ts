@@ -73,6 +73,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     maxResourcesPerRequest: config.pdp.maxResourcesPerRequest,
     maxActionsPerResource: config.pdp.maxActionsPerResource,
     maxDelayMs: config.batch.maxDelayMs,
+    maxCallsInFlight: config.batch.maxCallsInFlight,
     maxPendingChecks: config.pdp.maxPendingChecks,
     protocol: config.pdp.protocol,
     onAuthzenUnavailable: () => logger.warn("the PDP does not serve AuthZEN: using CheckResources only"),

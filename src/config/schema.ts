@@ -295,6 +295,11 @@ export const configSchema = z
       .strictObject({
         /** 0: flush at the end of the current event-loop turn; otherwise wait up to this long for more checks. */
         maxDelayMs: z.number().int().min(0).max(1000).default(0),
+        /**
+         * PDP calls in flight before a partial batch waits for one to settle (0: no limit).
+         * Full calls (maxResourcesPerRequest checks) never wait.
+         */
+        maxCallsInFlight: z.number().int().min(0).max(10_000).default(4),
       })
       .prefault({}),
     cache: z

@@ -10,6 +10,7 @@
  * - INVALID_ARGUMENT for a batch is retried item by item, so one bad item cannot fail its neighbours;
  * - nothing here caches.
  * `maxPendingChecks` bounds checks waiting or in flight: beyond it a check is refused at once.
+ * `maxCallsInFlight` turns load into bigger batches rather than more calls (see BatcherOptions).
  *
  * A second call shape sits beside CheckResources: with `protocol: auto`, principals with few checks
  * in a flush (fewer than half of maxResourcesPerRequest) travel together in AuthZEN
@@ -27,9 +28,15 @@ import type { PdpPool, ResourceEntry, ResourcesResponse } from "./pool.js";
 
 export type Protocol = "auto" | "checkresources" | "authzen";
 
+/** principalKey() and resourceKey() of a check, when the caller already has them. */
+export interface CheckKeys {
+  readonly principal: string;
+  readonly resource: string;
+}
+
 export interface PdpChecker {
   /** Resolves with the PDP's decision; rejects only with PdpUnavailable. */
-  check(check: Check): Promise<Decision>;
+  check(check: Check, keys?: CheckKeys): Promise<Decision>;
   /** Checks waiting or in flight. */
   pending(): number;
   /** Whether AuthZEN batches may be used (set from the PDP probe at start-up and on reconnect). */
@@ -42,6 +49,12 @@ export interface BatcherOptions {
   /** 0: flush at the end of the event-loop turn (setImmediate). */
   readonly maxDelayMs: number;
   readonly maxPendingChecks: number;
+  /**
+   * 0: no limit. Otherwise, while this many calls are in flight a flush with less than one full
+   * call (maxResourcesPerRequest checks) waits for one of them to settle, and the checks that
+   * arrive meanwhile join it: under load, batches grow instead of calls multiplying.
+   */
+  readonly maxCallsInFlight: number;
   readonly protocol: Protocol;
   /** Called when the PDP answers UNIMPLEMENTED to an AuthZEN call (auto falls back to CheckResources). */
   readonly onAuthzenUnavailable?: () => void;
@@ -81,16 +94,32 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
   let scheduled = false;
   let pending = 0;
   let authzenAvailable = false;
+  let queued = 0;
+  let callsInFlight = 0;
+  const maxCallsInFlight = opts.maxCallsInFlight === 0 ? Infinity : opts.maxCallsInFlight;
   const { onBatch, onPending } = opts;
 
-  function enqueue(check: Check, waiter: Waiter): void {
-    const gKey = check.token === undefined ? principalKey(check.principal) : principalKey(check.principal) + "\u0000" + check.token;
+  function schedule(): void {
+    if (scheduled) return;
+    scheduled = true;
+    if (opts.maxDelayMs === 0) setImmediate(flush);
+    else setTimeout(flush, opts.maxDelayMs);
+  }
+
+  function callSettled(): void {
+    callsInFlight--;
+    if (queued > 0) schedule();
+  }
+
+  function enqueue(check: Check, keys: CheckKeys | undefined, waiter: Waiter): void {
+    const pKey = keys?.principal ?? principalKey(check.principal);
+    const gKey = check.token === undefined ? pKey : pKey + "\u0000" + check.token;
     let group = queue.get(gKey);
     if (!group) {
       group = { principal: check.principal, token: check.token, items: new Map() };
       queue.set(gKey, group);
     }
-    const rKey = resourceKey(check.resource);
+    const rKey = keys?.resource ?? resourceKey(check.resource);
     let item = group.items.get(rKey);
     if (!item) {
       item = { resource: check.resource, actions: new Map() };
@@ -99,15 +128,16 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     const waiters = item.actions.get(check.action);
     if (waiters) waiters.push(waiter);
     else item.actions.set(check.action, [waiter]);
-    if (!scheduled) {
-      scheduled = true;
-      if (opts.maxDelayMs === 0) setImmediate(flush);
-      else setTimeout(flush, opts.maxDelayMs);
-    }
+    queued++;
+    schedule();
   }
 
   function flush(): void {
     scheduled = false;
+    if (queued === 0) return;
+    // Held: the next settling call schedules the flush again.
+    if (callsInFlight >= maxCallsInFlight && queued < opts.maxResourcesPerRequest) return;
+    queued = 0;
     const groups = queue;
     queue = new Map();
     onPending?.(pending);
@@ -169,8 +199,9 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
   async function evaluate(packed: PackedCall<Waiter[]>): Promise<void> {
     onBatch?.(packed.evaluations.length);
     let decisions: Array<boolean | undefined>;
+    callsInFlight++;
     try {
-      decisions = await pool.evaluateBatch(packed.evaluations);
+      decisions = await pool.evaluateBatch(packed.evaluations).finally(callSettled);
     } catch (error) {
       const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
       if (failure.grpcCode === "UNIMPLEMENTED") {
@@ -240,12 +271,13 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     const checks = slots.reduce((n, s) => n + s.entry.actions.length, 0);
     onBatch?.(checks);
     let response: ResourcesResponse;
+    callsInFlight++;
     try {
       response = await pool.checkResources({
         principal: group.principal,
         entries: slots.map((s) => s.entry),
         ...(group.token !== undefined ? { token: group.token } : {}),
-      });
+      }).finally(callSettled);
     } catch (error) {
       const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
       if (failure.grpcCode === "INVALID_ARGUMENT" && checks > 1) {
@@ -292,10 +324,10 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
   }
 
   return {
-    check(check) {
+    check(check, keys) {
       if (pending >= opts.maxPendingChecks) return Promise.reject(OVERLOAD());
       pending++;
-      return new Promise<Decision>((resolve, reject) => enqueue(check, { resolve, reject }));
+      return new Promise<Decision>((resolve, reject) => enqueue(check, keys, { resolve, reject }));
     },
     pending: () => pending,
     setAuthzenAvailable(available) {

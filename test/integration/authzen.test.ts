@@ -171,6 +171,7 @@ function batcherFor(pool: PdpPool, protocol: Protocol, opts: { maxResourcesPerRe
     maxResourcesPerRequest: opts.maxResourcesPerRequest ?? 50,
     maxActionsPerResource: opts.maxActionsPerResource ?? 50,
     maxDelayMs: 0,
+    maxCallsInFlight: 0,
     maxPendingChecks: 10_000,
     protocol,
     ...(opts.onBatch ? { onBatch: opts.onBatch } : {}),

@@ -34,7 +34,7 @@ const doc = (id: string, owner?: string): Resource => ({ kind: "document", id, a
 const chk = (resource: Resource, action: string, principal: Principal = alice): Check => ({ principal, resource, action });
 
 function batcherFor(pool: PdpPool, opts: Partial<BatcherOptions> = {}): PdpChecker {
-  return createBatcher(pool, { maxResourcesPerRequest: 50, maxActionsPerResource: 50, maxDelayMs: 0, maxPendingChecks: 10_000, protocol: "checkresources", ...opts });
+  return createBatcher(pool, { maxResourcesPerRequest: 50, maxActionsPerResource: 50, maxDelayMs: 0, maxCallsInFlight: 0, maxPendingChecks: 10_000, protocol: "checkresources", ...opts });
 }
 
 /** The reference: every check alone in its own CheckResources call, one after another. */

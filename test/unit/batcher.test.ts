@@ -64,7 +64,7 @@ function stubPool(answer: Answer = (req) => echo(req)) {
 }
 
 function batcherOf(pool: ReturnType<typeof stubPool>, opts: Partial<BatcherOptions> = {}) {
-  return createBatcher(pool, { maxResourcesPerRequest: 50, maxActionsPerResource: 50, maxDelayMs: 0, maxPendingChecks: 10_000, protocol: "checkresources", ...opts });
+  return createBatcher(pool, { maxResourcesPerRequest: 50, maxActionsPerResource: 50, maxDelayMs: 0, maxCallsInFlight: 0, maxPendingChecks: 10_000, protocol: "checkresources", ...opts });
 }
 
 /** What the stub answers for a check: its own resource's allow list. */
@@ -272,7 +272,7 @@ describe("batcher: failures", () => {
         throw new TypeError("cannot read properties of undefined");
       },
     };
-    const b = createBatcher(throwing, { maxResourcesPerRequest: 50, maxActionsPerResource: 50, maxDelayMs: 0, maxPendingChecks: 100, protocol: "checkresources" });
+    const b = createBatcher(throwing, { maxResourcesPerRequest: 50, maxActionsPerResource: 50, maxDelayMs: 0, maxCallsInFlight: 0, maxPendingChecks: 100, protocol: "checkresources" });
     const settled = await Promise.allSettled([b.check(chk(alice, res("1"))), b.check(chk(alice, res("2")))]);
     for (const s of settled) {
       expect(s.status).toBe("rejected");
@@ -460,5 +460,94 @@ describe("batcher: maxDelayMs", () => {
     expect(pool.calls).toHaveLength(0); // microtasks are still the same turn
     await p;
     expect(pool.calls).toHaveLength(1);
+  });
+});
+
+describe("batcher: maxCallsInFlight", () => {
+  /** A pool whose calls settle only when the test says so. */
+  function heldPool() {
+    const calls: ResourcesRequest[] = [];
+    /** release[i]() answers call i; release[i](error) fails it. */
+    const release: Array<(error?: Error) => void> = [];
+    const pool = {
+      calls,
+      authzenCalls: [] as unknown[],
+      checkResources(req: ResourcesRequest): Promise<ResourcesResponse> {
+        calls.push(req);
+        return new Promise((resolve, reject) => release.push((error) => (error ? reject(error) : resolve(echo(req)))));
+      },
+      evaluateBatch(): Promise<Array<boolean | undefined>> {
+        return Promise.reject(new PdpUnavailable("not used in these tests", "UNIMPLEMENTED"));
+      },
+    };
+    return { pool, calls, release };
+  }
+  /** Lets setImmediate callbacks (the flush) run. */
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("at the limit, a partial batch waits for a call to settle and the checks arriving meanwhile join it", async () => {
+    const { pool, calls, release } = heldPool();
+    const b = batcherOf(pool as never, { maxCallsInFlight: 1 });
+    const first = b.check(chk(alice, res("r1", ["read"])));
+    await nextTurn();
+    expect(calls.map(ids)).toEqual([["r1"]]);
+    const later = [b.check(chk(alice, res("r2", ["read"])))];
+    await nextTurn();
+    later.push(b.check(chk(alice, res("r3"))));
+    await nextTurn();
+    expect(calls).toHaveLength(1); // held while the first call is in flight
+    release[0]!();
+    expect((await first).allowed).toBe(true);
+    await nextTurn();
+    expect(calls.map(ids)).toEqual([["r1"], ["r2", "r3"]]);
+    release[1]!();
+    expect((await Promise.all(later)).map((d) => d.allowed)).toEqual([true, false]);
+    expect(b.pending()).toBe(0);
+  });
+
+  it("a full call never waits for the limit", async () => {
+    const { pool, calls, release } = heldPool();
+    const b = batcherOf(pool as never, { maxCallsInFlight: 1, maxResourcesPerRequest: 3 });
+    const first = b.check(chk(alice, res("r0")));
+    await nextTurn();
+    const full = ["r1", "r2", "r3"].map((id) => b.check(chk(bob, res(id, ["read"]))));
+    await nextTurn();
+    expect(calls.map(ids)).toEqual([["r0"], ["r1", "r2", "r3"]]);
+    release[1]!();
+    expect((await Promise.all(full)).every((d) => d.allowed)).toBe(true);
+    release[0]!();
+    expect((await first).allowed).toBe(false);
+  });
+
+  it("a failed call frees its place too: held checks are sent and answered", async () => {
+    const { pool, calls, release } = heldPool();
+    const b = batcherOf(pool as never, { maxCallsInFlight: 1 });
+    const failed = b.check(chk(alice, res("r1", ["read"]))).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await nextTurn();
+    const held = b.check(chk(alice, res("r2", ["read"])));
+    await nextTurn();
+    expect(calls.map(ids)).toEqual([["r1"]]);
+    release[0]!(new PdpUnavailable("boom", "UNAVAILABLE"));
+    expect(await failed).toBeInstanceOf(PdpUnavailable);
+    await nextTurn();
+    expect(calls.map(ids)).toEqual([["r1"], ["r2"]]);
+    release[1]!();
+    expect((await held).allowed).toBe(true);
+    expect(b.pending()).toBe(0);
+  });
+
+  it("0 means no limit: every flush is sent at once", async () => {
+    const { pool, calls, release } = heldPool();
+    const b = batcherOf(pool as never, { maxCallsInFlight: 0 });
+    const answers = [b.check(chk(alice, res("r1")))];
+    await nextTurn();
+    answers.push(b.check(chk(alice, res("r2"))));
+    await nextTurn();
+    expect(calls.map(ids)).toEqual([["r1"], ["r2"]]);
+    release.forEach((r) => r());
+    await Promise.all(answers);
   });
 });
