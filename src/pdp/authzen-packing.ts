@@ -49,9 +49,17 @@ export function authzenCompatible(principal: Principal, resource: Resource): boo
 }
 
 export function toEvaluation(principal: Principal, resource: Resource, action: string): Evaluation {
+  return { subject: toSubject(principal), resource: toAuthzenResource(resource), action };
+}
+
+function toSubject(principal: Principal): Evaluation["subject"] {
   const subjectProps: Record<string, unknown> = { ...principal.attr, "cerbos.roles": principal.roles };
   if (principal.scope) subjectProps["cerbos.scope"] = principal.scope;
   if (principal.policyVersion) subjectProps["cerbos.policyVersion"] = principal.policyVersion;
+  return { type: "principal", id: principal.id, properties: subjectProps as Evaluation["subject"]["properties"] };
+}
+
+function toAuthzenResource(resource: Resource): Evaluation["resource"] {
   let resourceProps = resource.attr;
   if (resource.scope || resource.policyVersion) {
     resourceProps = {
@@ -60,17 +68,18 @@ export function toEvaluation(principal: Principal, resource: Resource, action: s
       ...(resource.policyVersion ? { "cerbos.policyVersion": resource.policyVersion } : {}),
     };
   }
-  return {
-    subject: { type: "principal", id: principal.id, properties: subjectProps as Evaluation["subject"]["properties"] },
-    resource: { type: resource.kind, id: resource.id, properties: resourceProps },
-    action,
-  };
+  return { type: resource.kind, id: resource.id, properties: resourceProps };
 }
 
-/** First-fit packing of units into calls that respect the PDP's grouping and limits. */
+/**
+ * First-fit packing of units into calls that respect the PDP's grouping and limits. The
+ * evaluations of one principal object share one subject object, and those of one unit one
+ * resource object: less to build, and encodeBatchRequest encodes each shared object only once.
+ */
 export function packUnits<W>(units: Iterable<Unit<W>>, limits: Limits): PackedCall<W>[] {
   const maxEvaluations = limits.maxResourcesPerRequest * limits.maxActionsPerResource;
   const calls: OpenCall<W>[] = [];
+  const subjects = new Map<Principal, Evaluation["subject"]>();
   for (const unit of units) {
     const target = calls.find((c) => fits(c, unit, maxEvaluations, limits)) ?? open(calls);
     let subject = target.subjects.get(unit.principal.id);
@@ -79,8 +88,11 @@ export function packUnits<W>(units: Iterable<Unit<W>>, limits: Limits): PackedCa
       target.subjects.set(unit.principal.id, subject);
     }
     subject.resources.set(kindAndId(unit.resource), unit.resourceKey);
+    let authzenSubject = subjects.get(unit.principal);
+    if (!authzenSubject) subjects.set(unit.principal, (authzenSubject = toSubject(unit.principal)));
+    const resource = toAuthzenResource(unit.resource);
     for (const [action, waiters] of unit.actions) {
-      target.evaluations.push(toEvaluation(unit.principal, unit.resource, action));
+      target.evaluations.push({ subject: authzenSubject, resource, action });
       target.waiters.push(waiters);
       target.units.push(unit);
     }

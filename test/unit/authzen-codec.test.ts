@@ -190,8 +190,8 @@ describe("encodeBatchRequest: decoded by protobufjs to the same values", () => {
     expect(referenceDecode(encodeBatchRequest([]))).toEqual([]);
   });
 
-  // Writer.message reserves 5 bytes for a length and shifts the body back when the length needs
-  // fewer. The Action message's body is tag (1 byte) + length of the name + the name, so these
+  // Writer.begin reserves 1 byte for a length and end() moves the body up when the length needs
+  // more. The Action message's body is tag (1 byte) + length of the name + the name, so these
   // name lengths put the Action's own length right at each varint boundary: 127 | 128 (1 → 2
   // bytes), 16383 | 16384 (2 → 3 bytes), 2097151 | 2097152 (3 → 4 bytes). The enclosing
   // Evaluation (and, for the large ones, the request) crosses boundaries of its own as well.
@@ -220,7 +220,7 @@ describe("encodeBatchRequest: decoded by protobufjs to the same values", () => {
     roundTrip([ev({ s: "é".repeat(64), t: "😀".repeat(4096) })]);
   });
 
-  it("grows its buffer past the initial 1 KiB in the middle of a nested message", () => {
+  it("grows its buffer past its initial size in the middle of a nested message", () => {
     const props: Record<string, AttrValue> = {};
     for (let i = 0; i < 200; i++) props[`k${i}`] = { list: [i, `v${i}`, { nested: [true, null] }] };
     roundTrip([ev(props, props)]);
@@ -259,6 +259,189 @@ describe("encodeBatchRequest: decoded by protobufjs to the same values", () => {
         const bytes = encodeBatchRequest(evaluations);
         expect(referenceDecode(bytes)).toEqual(evaluations);
         expect(bytes.equals(referenceEncode(evaluations))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+// --- encodeBatchRequest: the fast paths ----------------------------------------------------
+// The encoder reserves one byte per length and moves a body up when it needs more, copies short
+// ASCII strings by hand, and encodes a subject or resource object once per call, copying its
+// bytes for later evaluations. Each of these must still give protobufjs's bytes.
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** Our bytes, checked against protobufjs's for the same request. */
+function sameBytes(evaluations: readonly Evaluation[]): Buffer {
+  const bytes = encodeBatchRequest(evaluations);
+  expect(bytes.equals(referenceEncode(evaluations)), "same bytes as protobufjs").toBe(true);
+  return bytes;
+}
+
+/** A deep copy: equal values, no object shared with the original. */
+const copy = <T>(v: T): T => structuredClone(v);
+
+describe("encodeBatchRequest: lengths, strings, shared subjects and resources", () => {
+  // A string of n bytes at some depth, inside `levels` length-delimited fields counting its own.
+  // When n grows by 1 the request grows by 1, plus 1 for every level whose length just went from
+  // 127 to 128 (or 16383 to 16384) bytes. So a sweep where the growth adds up to `levels` extra
+  // bytes has taken every level across the boundary, each one at exactly 127 | 128.
+  const after = ev({ "cerbos.roles": ["user"] }, { after: true }, "read", ["bob", "2"]);
+  it.each<[string, number, (s: string) => Evaluation]>([
+    ["a resource property", 5, (s) => ev({ "cerbos.roles": ["user"] }, { p: s })],
+    ["a string in a list", 7, (s) => ev({}, { l: [s] })],
+    ["a string in an object in a list", 10, (s) => ev({}, { l: [{ k: s }, 1] })],
+    ["a subject property", 5, (s) => ev({ k: s }, { p: 1 })],
+    ["a map key", 4, (s) => ev({}, { [s]: null })],
+    ["the subject id", 3, (s) => ev({}, {}, "read", [s, "1"])],
+    ["the action", 3, (s) => ev({}, {}, s)],
+  ])("%s: every enclosing length goes 1 → 2 → 3 bytes", (_name, levels, make) => {
+    for (const [from, to] of [
+      [40, 140],
+      [16290, 16390],
+    ] as const) {
+      let extra = 0;
+      let previous = -1;
+      for (const n of range(from, to)) {
+        const length = sameBytes([make("x".repeat(n)), after]).length;
+        if (previous >= 0) extra += length - previous - 1;
+        previous = length;
+      }
+      expect(extra, `levels crossing a boundary between ${from} and ${to}`).toBe(levels);
+    }
+  });
+
+  it.each([
+    ["empty", ""],
+    ["the last ASCII character", "\u007f"],
+    ["the first non-ASCII character", "\u0080"],
+    ["a NUL", "a\u0000b"],
+    ["127 ASCII (the longest 1-byte length)", "a".repeat(127)],
+    ["128 ASCII", "a".repeat(128)],
+    ["non-ASCII at the end of a short string", "a".repeat(126) + "é"],
+    ["non-ASCII at the start", "é" + "a".repeat(126)],
+    ["42 × 3 bytes = 126", "€".repeat(42)],
+    ["43 × 3 bytes = 129: 43 characters but a 2-byte length", "€".repeat(43)],
+    ["a surrogate pair", "a😀b"],
+    ["a long mix", "x😀é€".repeat(2000)],
+  ])("strings: %s, as a key, a value, an id, a type and an action", (_name, str) => {
+    const e: Evaluation = {
+      subject: { type: str, id: str, properties: { [str]: str, list: [str, { [str]: [str] }] } },
+      resource: { type: str, id: str, properties: { [str]: str } },
+      action: str,
+    };
+    roundTrip([e, e, copy(e)]);
+  });
+
+  it("lone surrogates are written as U+FFFD (as Buffer's UTF-8 encoder does)", () => {
+    const wellFormed = (s: string) => s.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
+    for (const str of ["\uD800", "a\uDC00", "\uDFFFx", "x\uD83D", "\uDE00\uD83D"]) {
+      const bytes = encodeBatchRequest([ev({ k: str }, {}, str)]);
+      expect(bytes.equals(referenceEncode([ev({ k: wellFormed(str) }, {}, wellFormed(str))])), JSON.stringify(str)).toBe(true);
+    }
+  });
+
+  it("numbers: NaN and the infinities are written as doubles like any other", () => {
+    const props = { nan: NaN, inf: Infinity, minusInf: -Infinity, minusZero: -0, list: [NaN, -0, Infinity] };
+    const bytes = sameBytes([ev(props, props)]);
+    const decoded = referenceDecode(bytes)[0]!.subject.properties;
+    expect(decoded["nan"]).toBeNaN();
+    expect(decoded["inf"]).toBe(Infinity);
+    expect(decoded["minusInf"]).toBe(-Infinity);
+    expect(Object.is(decoded["minusZero"], -0)).toBe(true);
+  });
+
+  it("a sparse array's holes are left out (and undefined properties too)", () => {
+    const sparse = [1, , "two", , , null] as unknown as AttrValue[];
+    const withUndefined = { a: 1, gone: undefined, b: [2] } as unknown as Attributes;
+    expect(encodeBatchRequest([ev({ sparse }, withUndefined)]).equals(referenceEncode([ev({ sparse: [1, "two", null] }, { a: 1, b: [2] })]))).toBe(true);
+  });
+
+  // Subject sizes that put the subject and its first evaluation on each side of 128 and 16384
+  // bytes: the copied bytes come from where the subject ended up after the evaluation's length
+  // was written, which moves the evaluation's body by 0, 1 or 2 bytes.
+  it.each([
+    ["small", 0],
+    ["evaluation over 127 bytes", 60],
+    ["subject over 127 bytes", 120],
+    ["evaluation over 16383 bytes", 16300],
+    ["subject over 16383 bytes", 16400],
+  ])("one subject object in many evaluations: the same bytes as equal separate subjects (%s)", (_name, n) => {
+    const alice: Evaluation["subject"] = { type: "principal", id: "alice", properties: { "cerbos.roles": ["user"], pad: "p".repeat(n) } };
+    const bob: Evaluation["subject"] = { type: "principal", id: "bob", properties: { "cerbos.roles": ["admin"], note: "ü".repeat(n) } };
+    const doc = (id: string): Evaluation["resource"] => ({ type: "doc", id, properties: { owner: "alice" } });
+    const shared = doc("shared");
+    const evaluations: Evaluation[] = [
+      { subject: alice, resource: doc("1"), action: "read" },
+      { subject: alice, resource: doc("2"), action: "edit" },
+      { subject: bob, resource: shared, action: "read" },
+      { subject: alice, resource: shared, action: "read" },
+      { subject: bob, resource: shared, action: "delete" },
+      { subject: alice, resource: doc("3"), action: "x".repeat(n) },
+      { subject: bob, resource: doc("4"), action: "read" },
+    ];
+    const bytes = sameBytes(evaluations);
+    expect(bytes.equals(encodeBatchRequest(evaluations.map(copy)))).toBe(true);
+    expect(referenceDecode(bytes)).toEqual(evaluations);
+  });
+
+  it("one object as subject and as resource, in one evaluation and across evaluations", () => {
+    const both = { type: "t", id: "same", properties: { k: "v".repeat(200) } };
+    const evaluations: Evaluation[] = [
+      { subject: both, resource: both, action: "a" },
+      { subject: both, resource: both, action: "b" },
+      { subject: ev({}).subject, resource: both, action: "c" },
+    ];
+    expect(sameBytes(evaluations).equals(encodeBatchRequest(evaluations.map(copy)))).toBe(true);
+  });
+
+  it("grows its buffer at any point, also while moving a body or copying a subject", () => {
+    // A sweep of sizes from well under to well over the initial buffer of a small call, so that
+    // every write, the moves in end() and the copy of a shared subject each meet a full buffer.
+    const subject = { type: "principal", id: "alice", properties: { "cerbos.roles": ["user"], pad: "p".repeat(150) } };
+    for (const n of range(0, 900)) {
+      const big = ev({ "cerbos.roles": ["user"] }, { s: "s".repeat(n) });
+      sameBytes([big]);
+      sameBytes([{ ...big, subject }, { subject, resource: big.resource, action: "edit" }, { subject, resource: ev({}).resource, action: "x" }]);
+    }
+  });
+
+  it("two calls return separate buffers that later calls leave alone", () => {
+    const first = encodeBatchRequest([ev({ a: "1" }), ev({ a: "1" })]);
+    const second = encodeBatchRequest([ev({ b: "2" })]);
+    const [firstCopy, secondCopy] = [Buffer.from(first), Buffer.from(second)];
+    for (let i = 0; i < 50; i++) encodeBatchRequest([ev({ c: "3".repeat(i * 100) })]);
+    expect(first.equals(firstCopy)).toBe(true);
+    expect(second.equals(secondCopy)).toBe(true);
+  });
+
+  it("property: shared and equal subjects and resources, long and short strings: protobufjs's bytes", () => {
+    const text = fc.oneof(
+      fc.string({ unit: "grapheme", maxLength: 8 }),
+      fc.tuple(fc.string({ unit: "grapheme", maxLength: 3 }), fc.nat(300)).map(([s, n]) => s + "y".repeat(n) + s),
+    );
+    const key = text.filter((k) => k !== "__proto__");
+    const { value } = fc.letrec<{ value: AttrValue }>((tie) => ({
+      value: fc.oneof(
+        { depthSize: "small", withCrossShrink: true },
+        fc.constant(null),
+        fc.boolean(),
+        fc.double(),
+        text,
+        fc.array(tie("value"), { maxLength: 4 }),
+        fc.dictionary(key, tie("value"), { maxKeys: 4 }),
+      ),
+    }));
+    const entity = fc.record({ type: text, id: text, properties: fc.dictionary(key, value, { maxKeys: 4 }) });
+    const pick = fc.tuple(fc.nat(), fc.nat(), text);
+    fc.assert(
+      fc.property(fc.array(entity, { minLength: 1, maxLength: 4 }), fc.array(pick, { maxLength: 12 }), (entities, picks) => {
+        // Evaluations draw their subject and resource from a few objects, so they repeat.
+        const evaluations: Evaluation[] = picks.map(([s, r, action]) => ({ subject: entities[s % entities.length]!, resource: entities[r % entities.length]!, action }));
+        const bytes = encodeBatchRequest(evaluations);
+        expect(bytes.equals(referenceEncode(evaluations))).toBe(true);
+        expect(bytes.equals(encodeBatchRequest(evaluations.map(copy)))).toBe(true);
       }),
       { numRuns: 300 },
     );
@@ -334,6 +517,28 @@ describe("decodeBatchResponse", () => {
     const decisions = Array.from({ length: 2500 }, (_, i) => (i % 3 === 0 ? true : i % 3 === 1 ? false : undefined));
     const bytes = encodeResponse(decisions.map((d) => (d === undefined ? {} : { decision: d })));
     expect(decodeBatchResponse(bytes)).toEqual(decisions);
+  });
+
+  it("evaluations with 1-, 2- and 3-byte lengths (a context of any size is skipped)", () => {
+    const sizes = [0, 100, 130, 16_370, 16_400, 40_000];
+    const bytes = encodeResponse(sizes.map((n, i) => ({ decision: i % 2 === 0, context: { pad: toPbValue("c".repeat(n)) } })));
+    expect(decodeBatchResponse(bytes)).toEqual(sizes.map((_, i) => i % 2 === 0));
+  });
+
+  it("property: whatever protobufjs encodes decodes to the same decisions", () => {
+    const context = fc.dictionary(
+      fc.string({ maxLength: 6 }),
+      fc.oneof(fc.string({ maxLength: 300 }), fc.double(), fc.boolean(), fc.constant(null)).map(toPbValue),
+      { maxKeys: 3 },
+    );
+    // Absent keys, not undefined ones: an absent decision, with or without a context.
+    const response: fc.Arbitrary<PbResponse> = fc.record({ decision: fc.boolean(), context }, { requiredKeys: [] });
+    fc.assert(
+      fc.property(fc.array(response, { maxLength: 60 }), (responses) => {
+        expect(decodeBatchResponse(encodeResponse(responses))).toEqual(responses.map((r) => r.decision));
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it("throws on every truncation that does not end on an evaluation boundary", () => {

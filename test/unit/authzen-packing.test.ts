@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { principalKey, resourceKey } from "../../src/canonical-keys.js";
 import type { Principal, Resource } from "../../src/model.js";
+import { encodeBatchRequest, type Evaluation } from "../../src/pdp/authzen-codec.js";
 import { authzenCompatible, packUnits, toEvaluation, type Limits, type PackedCall, type Unit } from "../../src/pdp/authzen-packing.js";
 
 /** Waiters are labels here: "<principal key #>/<resource key #>/<action>" is easy to trace. */
@@ -28,7 +29,9 @@ const kindAndId = (r: Resource) => JSON.stringify([r.kind, r.id]);
 
 /**
  * Every rule a packed batch must keep, checked on the output alone:
- * - positions line up: evaluation i is toEvaluation(units[i]) for the action whose waiters are waiters[i];
+ * - positions line up: evaluation i is toEvaluation(units[i]) for the action whose waiters are waiters[i],
+ *   and the call encodes to the same bytes as those evaluations built one by one (packUnits shares
+ *   subject and resource objects between evaluations, which the encoder writes once);
  * - every (unit, action) appears exactly once over all calls, nothing else does;
  * - per call: one principal per subject id, one resource per (subject id, kind+id);
  * - per call: evaluations ≤ maxRes × maxAct, resources per subject id ≤ maxRes,
@@ -47,11 +50,13 @@ function checkInvariants(units: readonly Unit<W>[], calls: readonly PackedCall<W
     const resourceOf = new Map<string, string>();
     const resourcesOfSubject = new Map<string, Set<string>>();
     const evaluationsPerGroup = new Map<string, number>();
+    const oneByOne: Evaluation[] = [];
     call.evaluations.forEach((e, i) => {
       const u = call.units[i]!;
       const action = u.actions.find(([, w]) => w === call.waiters[i])?.[0];
       expect(action, "waiters belong to the unit at the same position").toBeDefined();
-      expect(e).toEqual(toEvaluation(u.principal, u.resource, action!));
+      oneByOne.push(toEvaluation(u.principal, u.resource, action!));
+      expect(e).toEqual(oneByOne[i]);
       seen.set(call.waiters[i]!, (seen.get(call.waiters[i]!) ?? 0) + 1);
 
       const id = u.principal.id;
@@ -67,6 +72,7 @@ function checkInvariants(units: readonly Unit<W>[], calls: readonly PackedCall<W
       resourcesOfSubject.set(id, set);
       evaluationsPerGroup.set(group, (evaluationsPerGroup.get(group) ?? 0) + 1);
     });
+    expect(encodeBatchRequest(call.evaluations).equals(encodeBatchRequest(oneByOne)), "same bytes as evaluations built one by one").toBe(true);
     for (const set of resourcesOfSubject.values()) expect(set.size).toBeLessThanOrEqual(limits.maxResourcesPerRequest);
     for (const n of evaluationsPerGroup.values()) expect(n).toBeLessThanOrEqual(limits.maxActionsPerResource);
   }
@@ -290,6 +296,50 @@ describe("packUnits: positions", () => {
   });
 });
 
+describe("packUnits: shared subject and resource objects", () => {
+  it("the evaluations of one principal object share one subject object, in every call; those of one unit one resource object", () => {
+    const alice = user("alice", ["user"], { tenant: "acme" }, { scope: "acme" });
+    const bob = user("bob");
+    const r1 = doc("1", {}, { policyVersion: "v2" });
+    const units = [unit(alice, r1, ["read", "edit"]), unit(bob, doc("2"), ["read"]), unit(alice, doc("2"), ["read"]), unit(alice, r1, ["delete"])];
+    const calls = packUnits(units, LIMITS);
+    expect(calls).toHaveLength(2); // r1 twice under alice
+    const evaluations = calls.flatMap((c) => c.evaluations);
+    const subjectOf = (id: string) => new Set(evaluations.filter((e) => e.subject.id === id).map((e) => e.subject));
+    expect(subjectOf("alice").size).toBe(1);
+    expect(subjectOf("bob").size).toBe(1);
+    const [read, edit] = calls[0]!.evaluations;
+    expect(read!.resource).toBe(edit!.resource);
+    expect(calls[1]!.evaluations[0]!.resource).not.toBe(read!.resource); // another unit
+    expect(calls[1]!.evaluations[0]!.resource).toEqual(read!.resource);
+    checkInvariants(units, calls, LIMITS);
+  });
+
+  it("equal but distinct principal objects each get their own subject, as toEvaluation builds it (roles keep their order)", () => {
+    const units = [unit(user("alice", ["user", "admin"]), doc("1"), ["read"]), unit(user("alice", ["admin", "user"]), doc("2"), ["read"])];
+    const [call, ...rest] = packUnits(units, LIMITS);
+    expect(rest).toEqual([]);
+    expect(call!.evaluations.map((e) => e.subject.properties["cerbos.roles"])).toEqual([
+      ["user", "admin"],
+      ["admin", "user"],
+    ]);
+    checkInvariants(units, [call!], LIMITS);
+  });
+
+  it("a call of one shared principal encodes to the same bytes as one subject per evaluation", () => {
+    const p = user("shared-u7");
+    const route = (n: number): Resource => {
+      const path = `/api/ms/abc123/${n}`;
+      return { kind: "route", id: path, attr: { method: "GET", host: "app.example", path, scheme: "http", ip: "", query: {} } };
+    };
+    const units = Array.from({ length: 50 }, (_, n) => unit(p, route(n), ["GET"]));
+    const [call] = packUnits(units, LIMITS);
+    expect(new Set(call!.evaluations.map((e) => e.subject)).size).toBe(1);
+    const separate = units.map((u) => toEvaluation(u.principal, u.resource, "GET"));
+    expect(encodeBatchRequest(call!.evaluations).equals(encodeBatchRequest(separate))).toBe(true);
+  });
+});
+
 describe("authzenCompatible", () => {
   const p = user("alice", ["user"], { tenant: "acme" });
   const r = doc("1", { owner: "alice" });
@@ -354,6 +404,14 @@ describe("toEvaluation", () => {
     const e = toEvaluation(user("alice", ["user"], {}, { scope: "", policyVersion: "" }), doc("1", {}, { scope: "", policyVersion: "" }), "read");
     expect(e.subject.properties).toEqual({ "cerbos.roles": ["user"] });
     expect(e.resource.properties).toEqual({});
+  });
+
+  it("builds new objects on every call (sharing is packUnits's, within one packing)", () => {
+    const p = user("alice");
+    const r = doc("1");
+    const [a, b] = [toEvaluation(p, r, "read"), toEvaluation(p, r, "edit")];
+    expect(a.subject).not.toBe(b.subject);
+    expect(a.subject).toEqual(b.subject);
   });
 
   it("does not change the principal or resource it was given (frozen input)", () => {
