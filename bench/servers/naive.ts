@@ -1,7 +1,10 @@
 /**
  * `naive`: what one writes first — node:http, one @cerbos/grpc client, one CheckResources call
- * per request, no cache, no batching. Rebuilds only method, path and user from the ForwardAuth
- * headers; answers 200 (allowed), 403 (denied), 401 (no user) or 503 (PDP call failed).
+ * per request, no cache, no batching. It takes method, host, scheme, URI, client address and user
+ * from the ForwardAuth headers without validating them, and asks the PDP the same question the
+ * service's generic mapping asks (SPEC §5.4: kind "route", id = path, attr { method, host, path,
+ * scheme, ip, query }), so the two differ in machinery only, not in what the PDP evaluates.
+ * Answers 200 (allowed), 403 (denied), 401 (no user) or 503 (PDP call failed).
  *
  *   node dist/bench/servers/naive.js unix:/path/grpc.sock   → prints {"msg":"naive listening","port":N}
  */
@@ -26,12 +29,16 @@ const server = createServer((req, res) => {
     res.writeHead(401).end();
     return;
   }
+  const host = header(req.headers["x-forwarded-host"]) ?? "";
+  const scheme = header(req.headers["x-forwarded-proto"]) ?? "http";
+  const ip = (header(req.headers["x-forwarded-for"]) ?? "").split(",").pop()!.trim();
   const q = uri.indexOf("?");
   const path = q === -1 ? uri : uri.slice(0, q);
+  const query = Object.fromEntries(new URLSearchParams(q === -1 ? "" : uri.slice(q + 1)));
   cerbos
     .checkResources({
       principal: { id: user, roles },
-      resources: [{ resource: { kind: "route", id: path, attr: { method, path } }, actions: [method] }],
+      resources: [{ resource: { kind: "route", id: path, attr: { method, host, path, scheme, ip, query } }, actions: [method] }],
     })
     .then(
       (response) => res.writeHead(response.results[0]?.isAllowed(method) === true ? 200 : 403).end(),
