@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startApp, type App } from "./app.js";
 import { describeConfigProblems, loadConfigFile } from "./config/load.js";
+import { limitHeapGrowth } from "./heap-growth.js";
 import { compileMapper } from "./mapping/mapper.js";
 
 const USAGE = `usage: cerbos-forwardauth --config FILE [--check] [--banner FILE]
@@ -116,6 +117,7 @@ function reloadFrom(path: string, app: App): Promise<void> {
   return reloading;
 }
 
+limitHeapGrowth();
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
