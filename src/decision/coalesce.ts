@@ -15,7 +15,17 @@ export function createCoalescer<T>(): Coalescer<T> {
     run(key, start) {
       const existing = inFlight.get(key);
       if (existing) return { promise: existing, shared: true };
-      const promise = start().finally(() => inFlight.delete(key));
+      // then(ok, fail) rather than finally(): one promise per call instead of three.
+      const promise = start().then(
+        (value) => {
+          inFlight.delete(key);
+          return value;
+        },
+        (error: unknown) => {
+          inFlight.delete(key);
+          throw error;
+        },
+      );
       inFlight.set(key, promise);
       return { promise, shared: false };
     },

@@ -75,12 +75,15 @@ export function createDecider(deps: DeciderDeps): Decide {
     return { ...refuse(FORBIDDEN_BY_POLICY, route, check), ...callId };
   }
 
-  function afterIdentity(req: ForwardedRequest, who: Identity): Verdict | Promise<Verdict> {
+  /** `done` sees every verdict once (decision log, metrics) and returns it. */
+  type Done = (verdict: Verdict) => Verdict;
+
+  function afterIdentity(req: ForwardedRequest, who: Identity, done: Done): Verdict | Promise<Verdict> {
     let route = "-";
     try {
       const mapping = mapper.map(req, who);
       route = mapping.route;
-      if (mapping.kind === "deny") return refuse(FORBIDDEN_BY_ROUTE, route);
+      if (mapping.kind === "deny") return done(refuse(FORBIDDEN_BY_ROUTE, route));
       const check: Check = {
         principal: who.principal,
         resource: mapping.resource,
@@ -92,42 +95,39 @@ export function createDecider(deps: DeciderDeps): Decide {
       const r = route;
       if (decided instanceof Promise) {
         return decided.then(
-          (d) => verdictOf(req, who, r, shadow, check, d),
-          (e: unknown) => refuse(e, r, check),
+          (d) => done(verdictOf(req, who, r, shadow, check, d)),
+          (e: unknown) => done(refuse(e, r, check)),
         );
       }
-      return verdictOf(req, who, route, shadow, check, decided);
+      return done(verdictOf(req, who, route, shadow, check, decided));
     } catch (error) {
-      return refuse(error, route);
+      return done(refuse(error, route));
     }
   }
 
-  function run(headers: HeaderList): Verdict | Promise<Verdict> {
+  function run(headers: HeaderList, done: Done): Verdict | Promise<Verdict> {
     try {
       const req = rebuildRequest(headers, rebuild);
       const who = identity.resolve(req);
       if (who instanceof Promise) {
         return who.then(
-          (w) => afterIdentity(req, w),
-          (e: unknown) => refuse(e, "-"),
+          (w) => afterIdentity(req, w, done),
+          (e: unknown) => done(refuse(e, "-")),
         );
       }
-      return afterIdentity(req, who);
+      return afterIdentity(req, who, done);
     } catch (error) {
-      return refuse(error, "-");
+      return done(refuse(error, "-"));
     }
   }
 
-  if (!onDecision) return run;
-  return (headers, requestId, started) => {
-    const verdict = run(headers);
-    if (verdict instanceof Promise) {
-      return verdict.then((v) => {
-        onDecision(v, requestId, performance.now() - started);
-        return v;
-      });
-    }
-    onDecision(verdict, requestId, performance.now() - started);
-    return verdict;
-  };
+  if (!onDecision) {
+    const same: Done = (v) => v;
+    return (headers) => run(headers, same);
+  }
+  return (headers, requestId, started) =>
+    run(headers, (verdict) => {
+      onDecision(verdict, requestId, performance.now() - started);
+      return verdict;
+    });
 }
