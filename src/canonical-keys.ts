@@ -12,8 +12,8 @@
  * - the parts are concatenated, and the check key is then joined once from its three pieces:
  *   `join` returns one flat string. A key left as a tree of `+` pieces costs about 1.5 KB per
  *   cached decision instead of about 0.25 KB, and is slower to hash on every lookup;
- * - a frozen principal (identity sources freeze theirs, so one caller is one object for as long
- *   as it is remembered) has its key computed once and kept beside it in a WeakMap.
+ * - a principal from an identity source (one caller, one object, for as long as the source
+ *   remembers it) carries its key inside it (freezePrincipal), computed once.
  */
 import type { AttrValue, Attributes, Check, Principal, Resource } from "./model.js";
 
@@ -61,16 +61,24 @@ function buildPrincipalKey(p: Principal): string {
   return [out, "]", attributes(p.attr), str(p.scope ?? ""), str(p.policyVersion ?? "")].join("");
 }
 
-/** Keys of frozen principals: a frozen object (with frozen roles and attr) cannot change under its key. */
-const frozenPrincipalKeys = new WeakMap<Principal, string>();
+/** Where freezePrincipal() keeps a principal's key (a non-enumerable symbol: copies do not carry it). */
+const PRINCIPAL_KEY = Symbol("principalKey");
+
+/**
+ * Freezes a principal (and its roles and attr; nested attribute values must already be frozen)
+ * and stores its key inside it. Identity sources give one caller one principal object for as long
+ * as they remember it, so its key is computed once, not on every request.
+ */
+export function freezePrincipal<P extends Principal>(p: P): P {
+  Object.freeze(p.roles);
+  Object.freeze(p.attr);
+  Object.defineProperty(p, PRINCIPAL_KEY, { value: buildPrincipalKey(p) });
+  return Object.freeze(p);
+}
 
 /** Principal part of the key; roles are a set (order and duplicates do not matter). */
 export function principalKey(p: Principal): string {
-  const known = frozenPrincipalKeys.get(p);
-  if (known !== undefined) return known;
-  const key = buildPrincipalKey(p);
-  if (Object.isFrozen(p) && Object.isFrozen(p.roles) && Object.isFrozen(p.attr)) frozenPrincipalKeys.set(p, key);
-  return key;
+  return (p as { [PRINCIPAL_KEY]?: string })[PRINCIPAL_KEY] ?? buildPrincipalKey(p);
 }
 
 /** Resource part of the key: kind, id, attr, scope, policyVersion. */

@@ -41,6 +41,7 @@
 import { readFileSync } from "node:fs";
 import { errors, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from "jose";
 import { LRUCache } from "lru-cache";
+import { freezePrincipal } from "../canonical-keys.js";
 import { JWT_HMAC_ALGORITHMS, type Config } from "../config/schema.js";
 import { Refusal } from "../errors.js";
 import { claimValue } from "../mapping/template.js";
@@ -287,7 +288,7 @@ export function claimsMapper(cfg: Pick<JwtConfig, "principal" | "forwardToken">)
       const v = read(claims);
       if (v !== undefined) attr[name] = v as AttrValue;
     }
-    const principal: Principal = Object.freeze({ id, roles: Object.freeze(roles), attr: Object.freeze(attr) });
+    const principal: Principal = freezePrincipal({ id, roles, attr });
     return Object.freeze({
       principal,
       claims,

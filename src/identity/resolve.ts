@@ -6,6 +6,7 @@
  *   3. the anonymous principal, when configured;
  *   otherwise 401 with `WWW-Authenticate: Bearer`.
  */
+import { freezePrincipal } from "../canonical-keys.js";
 import type { Config } from "../config/schema.js";
 import { Refusal } from "../errors.js";
 import type { ForwardedRequest, Identity } from "../model.js";
@@ -49,7 +50,7 @@ export function createIdentityResolver(cfg: Config["identity"], opts: IdentityOp
   const jwt = cfg.jwt ? createJwtSource(cfg.jwt, { ...opts.jwt, ...(log ? { log } : {}) }) : undefined;
   const trusted = cfg.trustedHeaders ? trustedHeadersSource(cfg.trustedHeaders) : undefined;
   const anonymous: Identity | undefined = cfg.anonymous
-    ? Object.freeze({ principal: Object.freeze({ id: cfg.anonymous.id, roles: cfg.anonymous.roles, attr: cfg.anonymous.attr }) })
+    ? Object.freeze({ principal: freezePrincipal({ id: cfg.anonymous.id, roles: cfg.anonymous.roles, attr: cfg.anonymous.attr }) })
     : undefined;
   return {
     resolve(req) {

@@ -2,6 +2,7 @@
  * Identity set by an authentication layer in front of the gateway (oauth2-proxy, Authelia …):
  * `Remote-User` style headers. Only safe when the gateway strips client-sent copies.
  */
+import { freezePrincipal } from "../canonical-keys.js";
 import type { Config } from "../config/schema.js";
 import { Refusal } from "../errors.js";
 import type { ForwardedRequest, Identity } from "../model.js";
@@ -45,7 +46,7 @@ export function trustedHeadersSource(cfg: TrustedHeadersConfig): (req: Forwarded
       const v = req.headers[header];
       if (v !== undefined && v !== "") attr[name] = v;
     }
-    const identity: Identity = Object.freeze({ principal: Object.freeze({ id, roles: Object.freeze(roles), attr: Object.freeze(attr) }) });
+    const identity: Identity = Object.freeze({ principal: freezePrincipal({ id, roles, attr }) });
     if (remembered.size >= MAX_REMEMBERED) remembered.clear();
     remembered.set(key, identity);
     return identity;

@@ -4,7 +4,7 @@
  * headers — never share one.
  */
 import { describe, expect, it } from "vitest";
-import { checkKey, principalKey } from "../../src/canonical-keys.js";
+import { checkKey, freezePrincipal, principalKey } from "../../src/canonical-keys.js";
 import type { ForwardedRequest, Principal } from "../../src/model.js";
 import { trustedHeadersSource } from "../../src/identity/trusted-headers.js";
 
@@ -56,7 +56,7 @@ describe("trusted headers: remembered identities", () => {
   });
 });
 
-describe("principal key: computed once for frozen principals only", () => {
+describe("principal key: kept inside principals from identity sources", () => {
   it("a mutable principal's key follows its changes", () => {
     const p: { id: string; roles: string[]; attr: Record<string, string> } = { id: "alice", roles: ["user"], attr: {} };
     const before = principalKey(p);
@@ -66,11 +66,13 @@ describe("principal key: computed once for frozen principals only", () => {
     expect(principalKey(p)).toBe(principalKey({ id: "alice", roles: ["admin", "user"], attr: { team: "blue" } }));
   });
 
-  it("a frozen principal keeps the key a fresh copy of it gets", () => {
-    const p: Principal = Object.freeze({ id: "alice", roles: Object.freeze(["user"]), attr: Object.freeze({ team: "blue" }) });
-    const first = principalKey(p);
-    expect(principalKey(p)).toBe(first);
-    expect(first).toBe(principalKey({ id: "alice", roles: ["user"], attr: { team: "blue" } }));
+  it("freezePrincipal freezes it and its key equals a fresh copy's; copies do not carry the stored key", () => {
+    const p: Principal = freezePrincipal({ id: "alice", roles: ["user"], attr: { team: "blue" } });
+    expect(Object.isFrozen(p) && Object.isFrozen(p.roles) && Object.isFrozen(p.attr)).toBe(true);
+    expect(Object.keys(p)).toEqual(["id", "roles", "attr"]);
+    expect(principalKey(p)).toBe(principalKey({ id: "alice", roles: ["user"], attr: { team: "blue" } }));
+    const copy = { ...p, id: "bob" };
+    expect(principalKey(copy)).toBe(principalKey({ id: "bob", roles: ["user"], attr: { team: "blue" } }));
     const resource = { kind: "doc", id: "1", attr: {} };
     expect(checkKey({ principal: p, resource, action: "read" })).toBe(checkKey({ principal: { ...p }, resource, action: "read" }));
   });
