@@ -118,7 +118,7 @@ export class EmbeddedPdp {
     this.#startTimeoutMs = opts.startTimeoutMs ?? 20_000;
   }
 
-  /** gRPC target for @cerbos/grpc: `unix:/…/grpc.sock`. Available once start() was called. */
+  /** gRPC target of the PDP: `unix:/…/grpc.sock`. Available once start() was called. */
   get grpcTarget(): string {
     return `unix:${this.#requireFiles().grpcSocket}`;
   }

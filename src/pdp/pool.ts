@@ -1,17 +1,29 @@
 /**
- * The gRPC pool (SPEC §6): `pdp.connections` Cerbos clients, each on its own HTTP/2 connection
+ * The gRPC pool (SPEC §6): `pdp.connections` grpc-js clients, each on its own HTTP/2 connection
  * (`grpc.use_local_subchannel_pool`), calls spread by least in-flight, every call with a
  * deadline, reconnect backoff capped so a returning PDP is used again within ~5 s.
  *
+ * Every call is a raw unary call with our own protobuf codecs (checkresources-codec.ts for
+ * CheckResources and the health check, authzen-codec.ts for AuthZEN batches): the Cerbos SDK is
+ * not loaded at all, which saves its memory and its conversions on every call.
+ *
  * This is the border of gRPC: callers get plain results or a PdpUnavailable, never a grpc-js
- * status object or a Cerbos SDK error.
+ * status object.
  */
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { Effect, NotOK, ServiceStatus, Status } from "@cerbos/core";
-import { GRPC, type ChannelOptions } from "@cerbos/grpc";
-import { Channel, ChannelCredentials, Client, Metadata, status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
+import { Channel, ChannelCredentials, Client, Metadata, status as GrpcStatus, type ChannelOptions, type ServiceError } from "@grpc/grpc-js";
 import { decodeBatchResponse, encodeBatchRequest, type Evaluation } from "./authzen-codec.js";
+import {
+  CHECK_RESOURCES_METHOD,
+  decodeCheckResourcesResponse,
+  decodeHealthCheckResponse,
+  encodeCheckResourcesRequest,
+  encodeHealthCheckRequest,
+  HEALTH_CHECK_METHOD,
+  SERVING,
+  UnencodableValue,
+} from "./checkresources-codec.js";
 import type { TlsConfig } from "../config/schema.js";
 import { PdpUnavailable } from "../errors.js";
 import type { Principal, Resource } from "../model.js";
@@ -97,11 +109,12 @@ function credentials(tls: TlsConfig, channelOptions: ChannelOptions): ChannelCre
 }
 
 const EVALUATION_BATCH = "/authzen.authorization.v1.AuthorizationService/AccessEvaluationBatch";
+/** What the SDK's checkHealth() asked for. */
+const HEALTH_REQUEST = encodeHealthCheckRequest("cerbos.svc.v1.CerbosService");
 const identity = (b: Buffer) => b;
 
-/** One pooled connection: the Cerbos SDK client and our AuthZEN client on one grpc-js channel. */
+/** One pooled connection: a grpc-js client on its own channel, for every call shape. */
 interface Connection {
-  readonly sdk: GRPC;
   readonly raw: Client;
 }
 
@@ -112,12 +125,11 @@ export function createPool(opts: PoolOptions): PdpPool {
   }
   const creds = credentials(opts.tls, channelOptions);
   const connect = (): Connection => {
-    // Our own channel per connection, shared by the SDK client and the AuthZEN client
-    // (`channelOverride`), so both call shapes travel on the same HTTP/2 connection.
-    const channel = new Channel(opts.target, creds, channelOptions as Record<string, string | number>);
-    const sdk = new GRPC(opts.target, { tls: false, channelOptions: { channelOverride: channel } as unknown as ChannelOptions });
+    // Our own channel per connection (`channelOverride`): CheckResources, AuthZEN and health
+    // calls all travel on its one HTTP/2 connection.
+    const channel = new Channel(opts.target, creds, channelOptions);
     const raw = new Client(opts.target, creds, { channelOverride: channel });
-    return { sdk, raw };
+    return { raw };
   };
   const clients: Connection[] = Array.from({ length: opts.connections }, connect);
   let closed = false;
@@ -158,7 +170,6 @@ export function createPool(opts: PoolOptions): PdpPool {
         deadlinesInARow[i] = 0;
         clients[i] = connect();
         connection.raw.close();
-        connection.sdk.close();
       }
       throw unavailable;
     } finally {
@@ -168,22 +179,9 @@ export function createPool(opts: PoolOptions): PdpPool {
   }
 
   return {
+    // Encoding may throw UnencodableValue (→ INVALID_ARGUMENT) before anything is sent.
     checkResources: (req) =>
-      onLeastBusy(async (c) => {
-        const signal = AbortSignal.timeout(opts.timeoutMs);
-        const response = await c.sdk.checkResources(toRequest(req), { signal }).catch((error: unknown) => {
-          // The SDK reports a call cut by our deadline as CANCELLED: name it for what it is.
-          throw signal.aborted ? new PdpUnavailable("PDP call passed its deadline", "DEADLINE_EXCEEDED") : error;
-        });
-        return {
-          callId: response.cerbosCallId,
-          results: response.results.map((r) => ({
-            kind: r.resource.kind,
-            id: r.resource.id,
-            allowed: (action: string) => r.actions[action] === Effect.ALLOW,
-          })),
-        };
-      }),
+      onLeastBusy((c) => unary(c.raw, CHECK_RESOURCES_METHOD, encodeCheckResourcesRequest(req), decodeCheckResourcesResponse, opts.timeoutMs)),
 
     evaluateBatch: (evaluations) => onLeastBusy((c) => rawBatch(c.raw, evaluations, opts.timeoutMs)),
 
@@ -198,8 +196,8 @@ export function createPool(opts: PoolOptions): PdpPool {
 
     async healthy() {
       try {
-        const { status } = await clients[0]!.sdk.checkHealth({}, { signal: AbortSignal.timeout(Math.max(opts.timeoutMs, 1000)) });
-        return status === ServiceStatus.SERVING;
+        const status = await unary(clients[0]!.raw, HEALTH_CHECK_METHOD, HEALTH_REQUEST, decodeHealthCheckResponse, Math.max(opts.timeoutMs, 1000));
+        return status === SERVING;
       } catch {
         return false;
       }
@@ -209,10 +207,7 @@ export function createPool(opts: PoolOptions): PdpPool {
 
     close() {
       closed = true;
-      for (const c of clients) {
-        c.raw.close();
-        c.sdk.close();
-      }
+      for (const c of clients) c.raw.close();
     },
   };
 }
@@ -224,64 +219,35 @@ const PROBE: Evaluation = {
   action: "probe",
 };
 
-function rawBatch(client: Client, evaluations: readonly Evaluation[], timeoutMs: number): Promise<Array<boolean | undefined>> {
+/**
+ * One unary call of already encoded bytes. A call past its deadline fails with DEADLINE_EXCEEDED;
+ * a response that `decode` throws on fails as INTERNAL (grpc-js reports it as a parsing error).
+ */
+function unary<T>(client: Client, method: string, request: Buffer, decode: (b: Buffer) => T, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
-    client.makeUnaryRequest(
-      EVALUATION_BATCH,
-      identity,
-      (b: Buffer) => decodeBatchResponse(b),
-      encodeBatchRequest(evaluations),
-      new Metadata(),
-      { deadline: Date.now() + timeoutMs },
-      (error, response) => {
-        if (error) reject(error);
-        else if (!response || response.length !== evaluations.length) reject(new PdpUnavailable("AuthZEN response does not match the request", "INTERNAL"));
-        else resolve(response);
-      },
-    );
+    client.makeUnaryRequest(method, identity, decode, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (error, response) => {
+      if (error) reject(error);
+      else if (response === undefined) reject(new PdpUnavailable("PDP sent no response", "INTERNAL"));
+      else resolve(response);
+    });
   });
 }
 
-function toRequest(req: ResourcesRequest) {
-  const p = req.principal;
-  return {
-    principal: {
-      id: p.id,
-      roles: [...p.roles],
-      attr: p.attr as Record<string, never>,
-      ...(p.scope ? { scope: p.scope } : {}),
-      ...(p.policyVersion ? { policyVersion: p.policyVersion } : {}),
-    },
-    resources: req.entries.map(({ resource: r, actions }) => ({
-      resource: {
-        kind: r.kind,
-        id: r.id,
-        attr: r.attr as Record<string, never>,
-        ...(r.scope ? { scope: r.scope } : {}),
-        ...(r.policyVersion ? { policyVersion: r.policyVersion } : {}),
-      },
-      actions: [...actions],
-    })),
-    ...(req.token ? { auxData: { jwt: { token: req.token } } } : {}),
-  };
+async function rawBatch(client: Client, evaluations: readonly Evaluation[], timeoutMs: number): Promise<Array<boolean | undefined>> {
+  const response = await unary(client, EVALUATION_BATCH, encodeBatchRequest(evaluations), decodeBatchResponse, timeoutMs);
+  if (response.length !== evaluations.length) throw new PdpUnavailable("AuthZEN response does not match the request", "INTERNAL");
+  return response;
 }
 
 /** Maps any failure of a call to PdpUnavailable with the gRPC status name as its metric code. */
 export function toUnavailable(error: unknown): PdpUnavailable {
   if (error instanceof PdpUnavailable) return error;
-  if (error instanceof NotOK) {
-    const name = Status[error.code] ?? "UNKNOWN";
-    return new PdpUnavailable(`PDP call failed: ${name}`, name);
-  }
   if (isServiceError(error)) {
     const name = GrpcStatus[error.code] ?? "UNKNOWN";
     return new PdpUnavailable(`PDP call failed: ${name}`, name);
   }
-  if (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError")) {
-    return new PdpUnavailable("PDP call passed its deadline", "DEADLINE_EXCEEDED");
-  }
-  // The SDK validates some input before sending (e.g. attribute values it cannot encode).
-  if (error instanceof Error && error.name === "ValidationFailed") return new PdpUnavailable("PDP request refused by the client", "INVALID_ARGUMENT");
+  // A value our encoder cannot send as it is: the call fails, and the batcher retries item by item.
+  if (error instanceof UnencodableValue) return new PdpUnavailable(`PDP request refused by the client: ${error.message}`, "INVALID_ARGUMENT");
   return new PdpUnavailable(`PDP call failed: ${error instanceof Error ? error.name : "unknown error"}`, "UNKNOWN");
 }
 

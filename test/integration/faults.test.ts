@@ -327,8 +327,8 @@ describe("PDP slower than the deadline", () => {
   });
 
   // Regression: SPEC §8 labels PDP calls with the gRPC status name, and a call that passed its
-  // deadline is DEADLINE_EXCEEDED. CheckResources calls are cut by AbortSignal.timeout, which the
-  // Cerbos SDK reports as CANCELLED; the pool names them for what they are.
+  // deadline is DEADLINE_EXCEEDED (with the Cerbos SDK, which cut calls with AbortSignal.timeout,
+  // they were counted as CANCELLED).
   it("counts a CheckResources call that passed its deadline as DEADLINE_EXCEEDED, not CANCELLED", async () => {
     expect((await ask(svc.port)).res.status).toBe(200);
     const before = await scrape(svc.adminPort);
