@@ -23,6 +23,7 @@
  * (test/unit/authzen-codec.test.ts).
  */
 import type { AttrValue, Attributes } from "../model.js";
+import { UnencodableValue } from "./checkresources-codec.js";
 
 export interface Evaluation {
   readonly subject: { readonly type: string; readonly id: string; readonly properties: Attributes };
@@ -129,6 +130,9 @@ class Writer {
       }
     }
     // Anything else (long or not ASCII): Node's UTF-8 encoder, overwriting a partial copy above.
+    // It would write a lone surrogate as U+FFFD, a different string: refuse it, as the
+    // CheckResources codec does (INVALID_ARGUMENT: the batcher then retries item by item).
+    if (!(s as unknown as { isWellFormed(): boolean }).isWellFormed()) throw new UnencodableValue("a string with a lone surrogate");
     const len = Buffer.byteLength(s, "utf8");
     this.ensure(len + 6);
     this.buf[this.pos] = t;
