@@ -41,7 +41,7 @@ describe("defaults", () => {
       protocol: "auto",
     });
     expect(c.cache).toEqual({ maxEntries: 100_000, allowTtlMs: 10_000, denyTtlMs: 2_000 });
-    expect(c.batch).toEqual({ maxDelayMs: 0, maxCallsInFlight: 4 });
+    expect(c.batch).toEqual({ maxDelayMs: 0, maxCallsInFlight: 2 });
     expect(c.unmatched).toBe("generic");
     expect(c.log).toEqual({ level: "info", decisions: "deny" });
     expect(c.paths).toEqual({ mergeSlashes: false, stripMatrixParams: false, caseInsensitive: false });
