@@ -23,7 +23,22 @@
  * (test/unit/authzen-codec.test.ts).
  */
 import type { AttrValue, Attributes } from "../model.js";
-import { UnencodableValue } from "./checkresources-codec.js";
+import {
+  BOOL_VALUE,
+  fieldTag,
+  LEN,
+  LIST_VALUE,
+  LIST_VALUES,
+  MAP_KEY,
+  MAP_VALUE,
+  NULL_VALUE,
+  NUMBER_VALUE,
+  Reader,
+  STRING_VALUE,
+  STRUCT_FIELDS,
+  STRUCT_VALUE,
+  Writer,
+} from "./protobuf-wire.js";
 
 export interface Evaluation {
   readonly subject: { readonly type: string; readonly id: string; readonly properties: Attributes };
@@ -34,10 +49,6 @@ export interface Evaluation {
 type Entity = Evaluation["subject"] | Evaluation["resource"];
 
 // Tags (field << 3 | wire type) of every field we write; all fit in one byte.
-const VARINT = 0;
-const FIXED64 = 1;
-const LEN = 2;
-const fieldTag = (field: number, wire: number) => (field << 3) | wire;
 const EVALUATIONS = fieldTag(5, LEN); // AccessEvaluationBatchRequest.evaluations
 const SUBJECT = fieldTag(1, LEN); // Evaluation.subject
 const RESOURCE = fieldTag(2, LEN); // Evaluation.resource
@@ -46,147 +57,6 @@ const TYPE = fieldTag(1, LEN); // Subject/Resource.type
 const ID = fieldTag(2, LEN); // Subject/Resource.id
 const PROPERTIES = fieldTag(3, LEN); // Subject/Resource.properties
 const NAME = fieldTag(1, LEN); // Action.name
-const NULL_VALUE = fieldTag(1, VARINT);
-const NUMBER_VALUE = fieldTag(2, FIXED64);
-const STRING_VALUE = fieldTag(3, LEN);
-const BOOL_VALUE = fieldTag(4, VARINT);
-const STRUCT_VALUE = fieldTag(5, LEN);
-const LIST_VALUE = fieldTag(6, LEN);
-const STRUCT_FIELDS = fieldTag(1, LEN); // Struct.fields
-const LIST_VALUES = fieldTag(1, LEN); // ListValue.values
-const ENTRY_KEY = fieldTag(1, LEN); // a map entry's key
-const ENTRY_VALUE = fieldTag(2, LEN); // a map entry's value
-
-/** Bytes of the varint for a length. */
-function varintSize(v: number): number {
-  let n = 1;
-  for (; v > 0x7f; v = Math.floor(v / 128)) n++;
-  return n;
-}
-
-/** A growable byte buffer with the few protobuf primitives we need. */
-class Writer {
-  buf: Buffer;
-  pos = 0;
-
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
-  }
-
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = Buffer.allocUnsafe(size);
-    this.buf.copy(next, 0, 0, this.pos);
-    this.buf = next;
-  }
-
-  /** Writes a length (any non-negative integer up to Buffer sizes) at `at`; returns the end. */
-  private lengthAt(at: number, v: number): number {
-    const buf = this.buf;
-    while (v > 0x7f) {
-      buf[at++] = (v & 0x7f) | 0x80;
-      v = Math.floor(v / 128);
-    }
-    buf[at++] = v;
-    return at;
-  }
-
-  byte(b: number): void {
-    this.ensure(1);
-    this.buf[this.pos++] = b;
-  }
-
-  /** A tag and a one-byte value: null_value = 0, or a bool. */
-  tagAndByte(t: number, b: number): void {
-    this.ensure(2);
-    this.buf[this.pos++] = t;
-    this.buf[this.pos++] = b;
-  }
-
-  string(t: number, s: string): void {
-    const n = s.length;
-    // Short strings: copy the characters by hand while they are ASCII (then the byte length is
-    // s.length and fits in one byte), which beats Buffer.byteLength + buf.write on so few bytes.
-    if (n < 0x80) {
-      this.ensure(n + 2);
-      const buf = this.buf;
-      const at = this.pos;
-      let p = at + 2;
-      for (let i = 0; i < n; i++) {
-        const c = s.charCodeAt(i);
-        if (c >= 0x80) {
-          p = -1;
-          break;
-        }
-        buf[p++] = c;
-      }
-      if (p >= 0) {
-        buf[at] = t;
-        buf[at + 1] = n;
-        this.pos = p;
-        return;
-      }
-    }
-    // Anything else (long or not ASCII): Node's UTF-8 encoder, overwriting a partial copy above.
-    // It would write a lone surrogate as U+FFFD, a different string: refuse it, as the
-    // CheckResources codec does (INVALID_ARGUMENT: the batcher then retries item by item).
-    if (!(s as unknown as { isWellFormed(): boolean }).isWellFormed()) throw new UnencodableValue("a string with a lone surrogate");
-    const len = Buffer.byteLength(s, "utf8");
-    this.ensure(len + 6);
-    this.buf[this.pos] = t;
-    this.pos = this.lengthAt(this.pos + 1, len);
-    this.pos += this.buf.write(s, this.pos, "utf8");
-  }
-
-  double(t: number, n: number): void {
-    this.ensure(9);
-    this.buf[this.pos] = t;
-    this.buf.writeDoubleLE(n, this.pos + 1);
-    this.pos += 9;
-  }
-
-  /**
-   * Starts a length-delimited field: writes its tag and reserves one byte for the length, which
-   * is all a body under 128 bytes needs. Returns where the body starts, for end().
-   */
-  begin(t: number): number {
-    this.ensure(2);
-    this.buf[this.pos] = t;
-    this.pos += 2;
-    return this.pos;
-  }
-
-  /**
-   * Ends the field begun at `start` by writing its length. A body of 128 bytes or more needs a
-   * longer varint, so the body moves up to make room. Returns how far it moved.
-   */
-  end(start: number): number {
-    const len = this.pos - start;
-    if (len < 0x80) {
-      this.buf[start - 1] = len;
-      return 0;
-    }
-    const moved = varintSize(len) - 1;
-    this.ensure(moved);
-    this.buf.copyWithin(start + moved, start, this.pos);
-    this.lengthAt(start - 1, len);
-    this.pos += moved;
-    return moved;
-  }
-
-  /** Appends a copy of bytes written earlier, [from, to). */
-  repeat(from: number, to: number): void {
-    this.ensure(to - from);
-    this.buf.copyWithin(this.pos, from, to);
-    this.pos += to - from;
-  }
-
-  finish(): Buffer {
-    return this.buf.subarray(0, this.pos);
-  }
-}
 
 function writeValue(w: Writer, v: AttrValue): void {
   if (v === null) w.tagAndByte(NULL_VALUE, 0);
@@ -217,8 +87,8 @@ function writeFields(w: Writer, t: number, attrs: Attributes): void {
     const value = attrs[key];
     if (value === undefined) continue;
     const entry = w.begin(t);
-    w.string(ENTRY_KEY, key);
-    const v = w.begin(ENTRY_VALUE);
+    w.string(MAP_KEY, key);
+    const v = w.begin(MAP_VALUE);
     writeValue(w, value);
     w.end(v);
     w.end(entry);
@@ -281,53 +151,6 @@ export function encodeBatchRequest(evaluations: readonly Evaluation[]): Buffer {
   return w.finish();
 }
 
-/** Reads protobuf from a buffer; every read checks the bounds and throws on truncated input. */
-class Reader {
-  pos = 0;
-
-  constructor(readonly buf: Buffer) {}
-
-  /** A varint of up to 10 bytes (as a double: exact below 2^53, which is all we compare). */
-  varint(): number {
-    const buf = this.buf;
-    let pos = this.pos;
-    let value = 0;
-    let mul = 1;
-    for (;;) {
-      if (pos >= buf.length) throw new Error("truncated varint");
-      const b = buf[pos++]!;
-      value += (b & 0x7f) * mul;
-      if (b < 0x80) {
-        this.pos = pos;
-        return value;
-      }
-      mul *= 128;
-      if (mul > 2 ** 63) throw new Error("varint too long");
-    }
-  }
-
-  /** Skips the value of a field of wire type `wire`; a length past the end is caught by the caller. */
-  skip(wire: number): void {
-    switch (wire) {
-      case 0:
-        this.varint();
-        return;
-      case 1:
-        this.pos += 8;
-        return;
-      case 2: {
-        const len = this.varint();
-        this.pos += len;
-        return;
-      }
-      case 5:
-        this.pos += 4;
-        return;
-      default:
-        throw new Error(`unsupported wire type ${wire}`);
-    }
-  }
-}
 
 /**
  * Decodes the decisions in order. A missing `decision` (the field is optional) is `undefined`,

@@ -22,8 +22,8 @@ import {
   encodeHealthCheckRequest,
   HEALTH_CHECK_METHOD,
   SERVING,
-  UnencodableValue,
 } from "./checkresources-codec.js";
+import { UnencodableValue } from "./protobuf-wire.js";
 import type { TlsConfig } from "../config/schema.js";
 import { PdpUnavailable } from "../errors.js";
 import type { Principal, Resource } from "../model.js";

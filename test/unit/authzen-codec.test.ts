@@ -8,7 +8,7 @@
 import fc from "fast-check";
 import protobuf from "protobufjs";
 import { describe, expect, it } from "vitest";
-import { UnencodableValue } from "../../src/pdp/checkresources-codec.js";
+import { UnencodableValue } from "../../src/pdp/protobuf-wire.js";
 import { decodeBatchResponse, encodeBatchRequest, type Evaluation } from "../../src/pdp/authzen-codec.js";
 import type { AttrValue, Attributes } from "../../src/model.js";
 

@@ -9,6 +9,7 @@
  *   gave: allowed only for an explicit EFFECT_ALLOW;
  * - truncated or malformed responses throw, as they did in the SDK.
  */
+import { UnencodableValue } from "../../src/pdp/protobuf-wire.js";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { Effect } from "@cerbos/api/cerbos/effect/v1/effect_pb";
@@ -27,7 +28,6 @@ import {
   encodeHealthCheckRequest,
   HEALTH_CHECK_METHOD,
   SERVING,
-  UnencodableValue,
 } from "../../src/pdp/checkresources-codec.js";
 import { toUnavailable, type ResourcesRequest } from "../../src/pdp/pool.js";
 
