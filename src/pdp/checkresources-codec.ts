@@ -37,8 +37,7 @@
  * malformed throws (grpc-js then fails the call as INTERNAL). A result without its resource fails
  * the call too, as it did in the SDK. Only an explicit EFFECT_ALLOW allows an action.
  */
-import type { AttrValue, Attributes } from "../model.js";
-import type { ResourceResult, ResourcesRequest, ResourcesResponse } from "./pool.js";
+import type { AttrValue, Attributes, Principal, Resource } from "../model.js";
 import {
   BOOL_VALUE,
   fieldTag,
@@ -57,6 +56,32 @@ import {
   VARINT,
   Writer,
 } from "./protobuf-wire.js";
+
+export interface ResourceEntry {
+  readonly resource: Resource;
+  readonly actions: readonly string[];
+}
+
+/** One CheckResources call: one principal, several resources, each with its actions. */
+export interface ResourcesRequest {
+  readonly principal: Principal;
+  readonly entries: readonly ResourceEntry[];
+  readonly token?: string;
+}
+
+export interface ResourceResult {
+  readonly kind: string;
+  readonly id: string;
+  /** True only for an explicit EFFECT_ALLOW. */
+  allowed(action: string): boolean;
+}
+
+export interface ResourcesResponse {
+  readonly callId: string;
+  /** In request order. */
+  readonly results: readonly ResourceResult[];
+}
+
 
 export const CHECK_RESOURCES_METHOD = "/cerbos.svc.v1.CerbosService/CheckResources";
 export const HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check";

@@ -26,32 +26,10 @@ import {
 import { UnencodableValue } from "./protobuf-wire.js";
 import type { TlsConfig } from "../config/schema.js";
 import { PdpUnavailable } from "../errors.js";
-import type { Principal, Resource } from "../model.js";
 
-export interface ResourceEntry {
-  readonly resource: Resource;
-  readonly actions: readonly string[];
-}
-
-/** One CheckResources call: one principal, several resources, each with its actions. */
-export interface ResourcesRequest {
-  readonly principal: Principal;
-  readonly entries: readonly ResourceEntry[];
-  readonly token?: string;
-}
-
-export interface ResourceResult {
-  readonly kind: string;
-  readonly id: string;
-  /** True only for an explicit EFFECT_ALLOW. */
-  allowed(action: string): boolean;
-}
-
-export interface ResourcesResponse {
-  readonly callId: string;
-  /** In request order. */
-  readonly results: readonly ResourceResult[];
-}
+// The CheckResources call's shapes live beside their encoding, as AuthZEN's Evaluation does.
+import type { ResourcesRequest, ResourcesResponse } from "./checkresources-codec.js";
+export type { ResourceEntry, ResourceResult, ResourcesRequest, ResourcesResponse } from "./checkresources-codec.js";
 
 export interface PdpPool {
   /** Rejects only with PdpUnavailable (its grpcCode names the gRPC status). */
