@@ -87,6 +87,13 @@ interface Slot {
   readonly waiters: ReadonlyMap<string, Waiter[]>;
 }
 
+/**
+ * The longest a partial batch waits for a call in flight to settle (batch.maxCallsInFlight). PDP
+ * calls take a few ms under load, so most holds end sooner; the bound keeps a held check's answer
+ * within its own call's deadline plus this, even when every call in flight is stuck.
+ */
+export const MAX_HOLD_MS = 5;
+
 const OVERLOAD = () => new PdpUnavailable("too many pending checks", "RESOURCE_EXHAUSTED");
 
 export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBatch">, opts: BatcherOptions): PdpChecker {
@@ -102,8 +109,8 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
   function schedule(): void {
     if (scheduled) return;
     scheduled = true;
-    if (opts.maxDelayMs === 0) setImmediate(flush);
-    else setTimeout(flush, opts.maxDelayMs);
+    if (opts.maxDelayMs === 0) setImmediate(flush, false);
+    else setTimeout(flush, opts.maxDelayMs, false);
   }
 
   function callSettled(): void {
@@ -132,11 +139,25 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     schedule();
   }
 
-  function flush(): void {
+  /** Sends a held batch after MAX_HOLD_MS even if no call settled (a stuck PDP must not add its deadline twice). */
+  let holdTimer: NodeJS.Timeout | undefined;
+  const flushHeld = () => {
+    holdTimer = undefined;
+    flush(true);
+  };
+
+  function flush(force = false): void {
     scheduled = false;
     if (queued === 0) return;
-    // Held: the next settling call schedules the flush again.
-    if (callsInFlight >= maxCallsInFlight && queued < opts.maxResourcesPerRequest) return;
+    if (!force && callsInFlight >= maxCallsInFlight && queued < opts.maxResourcesPerRequest) {
+      // Held: the next settling call schedules the flush again, or the hold timer sends it.
+      holdTimer ??= setTimeout(flushHeld, MAX_HOLD_MS);
+      return;
+    }
+    if (holdTimer !== undefined) {
+      clearTimeout(holdTimer);
+      holdTimer = undefined;
+    }
     queued = 0;
     const groups = queue;
     queue = new Map();

@@ -12,7 +12,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PdpUnavailable } from "../../src/errors.js";
 import type { Check, Decision, Principal, Resource } from "../../src/model.js";
-import { createBatcher, type BatcherOptions } from "../../src/pdp/batcher.js";
+import { createBatcher, MAX_HOLD_MS, type BatcherOptions } from "../../src/pdp/batcher.js";
 import type { ResourcesRequest, ResourcesResponse, ResourceResult } from "../../src/pdp/pool.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -537,6 +537,27 @@ describe("batcher: maxCallsInFlight", () => {
     release[1]!();
     expect((await held).allowed).toBe(true);
     expect(b.pending()).toBe(0);
+  });
+
+  it(`a held batch is sent after MAX_HOLD_MS (${MAX_HOLD_MS} ms) even when no call settles`, async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setImmediate", "clearImmediate"] });
+    try {
+      const { pool, calls, release } = heldPool();
+      const b = batcherOf(pool as never, { maxCallsInFlight: 1 });
+      const first = b.check(chk(alice, res("r1")));
+      await vi.advanceTimersByTimeAsync(0);
+      const held = b.check(chk(alice, res("r2", ["read"])));
+      await vi.advanceTimersByTimeAsync(MAX_HOLD_MS - 1);
+      expect(calls).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(calls.map(ids)).toEqual([["r1"], ["r2"]]); // the first call is still in flight
+      release[1]!();
+      expect((await held).allowed).toBe(true);
+      release[0]!();
+      await first;
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("0 means no limit: every flush is sent at once", async () => {
