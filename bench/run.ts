@@ -414,6 +414,18 @@ function targets(results: ScenarioResult[], memoryName: string): Target[] {
     for (const p of ["auto", "checkresources", "authzen"]) against(`miss-unique/${p}`, 1);
     for (const p of ["auto", "checkresources"]) against(`mixed/${p}`, 5);
   }
+  // Issue 5 (AuthZEN batches across principals).
+  const uniqueAuto = get("miss-unique/auto")?.measured;
+  if (uniqueAuto && naive) {
+    out.push({ target: "miss-unique/auto ≥ 4 × naive (issue 5)", measured: `${(uniqueAuto.perSec / naive.perSec).toFixed(2)}×`, met: uniqueAuto.perSec >= 4 * naive.perSec });
+  }
+  const versus = (name: string, base: string, factor: number) => {
+    const a = get(name)?.measured;
+    const b = get(base)?.measured;
+    if (a && b) out.push({ target: `${name} ≥ ${factor} × ${base} (issue 5)`, measured: `${(a.perSec / b.perSec).toFixed(2)}×`, met: a.perSec >= factor * b.perSec });
+  };
+  versus("mixed/auto", "mixed/checkresources", 1);
+  versus("miss-shared", "miss-shared/checkresources", 0.95);
   const shared = get("miss-shared")?.measured;
   const direct = get("pdp-direct")?.measured;
   if (shared && direct) {

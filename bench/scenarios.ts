@@ -109,6 +109,16 @@ export function scenarios(opts: { rate: number; memoryEntries: number }): Scenar
       warmupSec: 1,
       measure: timed,
     },
+    {
+      // Issue 5: auto must not lose to CheckResources alone where one principal's checks batch.
+      name: "miss-shared/checkresources",
+      group: "miss-shared",
+      description: `the miss-shared stream with pdp.protocol checkresources (AuthZEN off)`,
+      server: service("checkresources"),
+      load: { kind: "http", workload: "miss-shared" },
+      warmupSec: 1,
+      measure: timed,
+    },
     ...(["auto", "checkresources", "authzen"] as const).map(
       (protocol): Scenario => ({
         name: `miss-unique/${protocol}`,
