@@ -102,7 +102,6 @@ export function createMetrics(registry: Registry = new Registry(), opts: { defau
     return o;
   };
   for (const outcome of OUTCOMES) outcomeSeries(outcome);
-  const pdpByCode = new Map<string, CounterSeries>();
   const hit = cache.child("hit");
   const miss = cache.child("miss");
   const coalescedChecks = coalesced.child();
@@ -130,12 +129,8 @@ export function createMetrics(registry: Registry = new Registry(), opts: { defau
     setCacheEntries: (n) => cacheEntries.set(n),
     coalesced: () => coalescedChecks.inc(),
     pdpCall(code, seconds) {
-      let n = pdpByCode.get(code);
-      if (!n) {
-        n = pdpRequests.child(code);
-        pdpByCode.set(code, n);
-      }
-      n.inc();
+      // Once per PDP call, not per request: child() finds the code's series itself.
+      pdpRequests.child(code).inc();
       pdpDurations.observe(seconds);
     },
     batchSize: (n) => batches.observe(n),

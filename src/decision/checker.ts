@@ -29,8 +29,9 @@ const CACHED_DENY: Decision = Object.freeze({ allowed: false, cached: true });
 export function createChecker(cache: DecisionCache, pdp: PdpChecker, events: CheckerEvents = {}): Checker {
   const coalescer = createCoalescer<Decision>();
   return (check, opts) => {
-    const keys = { principal: principalKey(check.principal), resource: resourceKey(check.resource) };
-    const key = checkKeyOf(keys.principal, keys.resource, check.action, check.token);
+    const pKey = principalKey(check.principal);
+    const rKey = resourceKey(check.resource);
+    const key = checkKeyOf(pKey, rKey, check.action, check.token);
     if (opts.cacheable) {
       const hit = cache.get(key);
       if (hit !== undefined) {
@@ -40,7 +41,8 @@ export function createChecker(cache: DecisionCache, pdp: PdpChecker, events: Che
       events.cacheMiss?.();
     }
     const { promise, shared } = coalescer.run(key, () =>
-      pdp.check(check, keys).then((decision) => {
+      // The batcher groups by the same parts: handed over, not computed again.
+      pdp.check(check, { principal: pKey, resource: rKey }).then((decision) => {
         if (opts.cacheable) cache.set(key, decision.allowed, opts.expiresAt);
         return decision;
       }),

@@ -113,9 +113,13 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     else setTimeout(flush, opts.maxDelayMs, false);
   }
 
-  function callSettled(): void {
-    callsInFlight--;
-    if (queued > 0) schedule();
+  /** Counts a PDP call in flight until it settles; a held batch is then flushed. */
+  function counted<T>(call: Promise<T>): Promise<T> {
+    callsInFlight++;
+    return call.finally(() => {
+      callsInFlight--;
+      if (queued > 0) schedule();
+    });
   }
 
   function enqueue(check: Check, keys: CheckKeys | undefined, waiter: Waiter): void {
@@ -220,9 +224,8 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
   async function evaluate(packed: PackedCall<Waiter[]>): Promise<void> {
     onBatch?.(packed.evaluations.length);
     let decisions: Array<boolean | undefined>;
-    callsInFlight++;
     try {
-      decisions = await pool.evaluateBatch(packed.evaluations).finally(callSettled);
+      decisions = await counted(pool.evaluateBatch(packed.evaluations));
     } catch (error) {
       const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
       if (failure.grpcCode === "UNIMPLEMENTED") {
@@ -292,13 +295,14 @@ export function createBatcher(pool: Pick<PdpPool, "checkResources" | "evaluateBa
     const checks = slots.reduce((n, s) => n + s.entry.actions.length, 0);
     onBatch?.(checks);
     let response: ResourcesResponse;
-    callsInFlight++;
     try {
-      response = await pool.checkResources({
-        principal: group.principal,
-        entries: slots.map((s) => s.entry),
-        ...(group.token !== undefined ? { token: group.token } : {}),
-      }).finally(callSettled);
+      response = await counted(
+        pool.checkResources({
+          principal: group.principal,
+          entries: slots.map((s) => s.entry),
+          ...(group.token !== undefined ? { token: group.token } : {}),
+        }),
+      );
     } catch (error) {
       const failure = error instanceof PdpUnavailable ? error : new PdpUnavailable("PDP call failed");
       if (failure.grpcCode === "INVALID_ARGUMENT" && checks > 1) {

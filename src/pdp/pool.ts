@@ -91,10 +91,6 @@ const EVALUATION_BATCH = "/authzen.authorization.v1.AuthorizationService/AccessE
 const HEALTH_REQUEST = encodeHealthCheckRequest("cerbos.svc.v1.CerbosService");
 const identity = (b: Buffer) => b;
 
-/** One pooled connection: a grpc-js client on its own channel, for every call shape. */
-interface Connection {
-  readonly raw: Client;
-}
 
 export function createPool(opts: PoolOptions): PdpPool {
   const channelOptions: ChannelOptions = { ...BASE_CHANNEL_OPTIONS };
@@ -102,14 +98,9 @@ export function createPool(opts: PoolOptions): PdpPool {
     channelOptions["grpc.service_config"] = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
   }
   const creds = credentials(opts.tls, channelOptions);
-  const connect = (): Connection => {
-    // Our own channel per connection (`channelOverride`): CheckResources, AuthZEN and health
-    // calls all travel on its one HTTP/2 connection.
-    const channel = new Channel(opts.target, creds, channelOptions);
-    const raw = new Client(opts.target, creds, { channelOverride: channel });
-    return { raw };
-  };
-  const clients: Connection[] = Array.from({ length: opts.connections }, connect);
+  /** One pooled connection: a grpc-js client on its own channel (`channelOverride`), so CheckResources, AuthZEN and health calls all travel on its one HTTP/2 connection. */
+  const connect = (): Client => new Client(opts.target, creds, { channelOverride: new Channel(opts.target, creds, channelOptions) });
+  const clients: Client[] = Array.from({ length: opts.connections }, connect);
   let closed = false;
   const inFlight = clients.map(() => 0);
   const onCall = opts.onCall;
@@ -131,7 +122,7 @@ export function createPool(opts: PoolOptions): PdpPool {
   const REPLACE_AFTER_DEADLINES = 3;
 
   /** Runs one call on the least busy connection: counts it in flight, maps failures, reports code and duration. */
-  async function onLeastBusy<T>(call: (c: Connection) => Promise<T>): Promise<T> {
+  async function onLeastBusy<T>(call: (c: Client) => Promise<T>): Promise<T> {
     const i = pick();
     const connection = clients[i]!;
     inFlight[i]!++;
@@ -147,7 +138,7 @@ export function createPool(opts: PoolOptions): PdpPool {
       if (code === "DEADLINE_EXCEEDED" && ++deadlinesInARow[i]! >= REPLACE_AFTER_DEADLINES && clients[i] === connection && !closed) {
         deadlinesInARow[i] = 0;
         clients[i] = connect();
-        connection.raw.close();
+        connection.close();
       }
       throw unavailable;
     } finally {
@@ -159,13 +150,13 @@ export function createPool(opts: PoolOptions): PdpPool {
   return {
     // Encoding may throw UnencodableValue (→ INVALID_ARGUMENT) before anything is sent.
     checkResources: (req) =>
-      onLeastBusy((c) => unary(c.raw, CHECK_RESOURCES_METHOD, encodeCheckResourcesRequest(req), decodeCheckResourcesResponse, opts.timeoutMs)),
+      onLeastBusy((c) => unary(c, CHECK_RESOURCES_METHOD, encodeCheckResourcesRequest(req), decodeCheckResourcesResponse, opts.timeoutMs)),
 
-    evaluateBatch: (evaluations) => onLeastBusy((c) => rawBatch(c.raw, evaluations, opts.timeoutMs)),
+    evaluateBatch: (evaluations) => onLeastBusy((c) => rawBatch(c, evaluations, opts.timeoutMs)),
 
     async probeAuthzen() {
       try {
-        await rawBatch(clients[0]!.raw, [PROBE], Math.max(opts.timeoutMs, 1000));
+        await rawBatch(clients[0]!, [PROBE], Math.max(opts.timeoutMs, 1000));
         return true;
       } catch (error) {
         return (error as ServiceError).code === GrpcStatus.UNIMPLEMENTED ? false : undefined;
@@ -174,7 +165,7 @@ export function createPool(opts: PoolOptions): PdpPool {
 
     async healthy() {
       try {
-        const status = await unary(clients[0]!.raw, HEALTH_CHECK_METHOD, HEALTH_REQUEST, decodeHealthCheckResponse, Math.max(opts.timeoutMs, 1000));
+        const status = await unary(clients[0]!, HEALTH_CHECK_METHOD, HEALTH_REQUEST, decodeHealthCheckResponse, Math.max(opts.timeoutMs, 1000));
         return status === SERVING;
       } catch {
         return false;
@@ -185,7 +176,7 @@ export function createPool(opts: PoolOptions): PdpPool {
 
     close() {
       closed = true;
-      for (const c of clients) c.raw.close();
+      for (const c of clients) c.close();
     },
   };
 }
