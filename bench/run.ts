@@ -1,17 +1,19 @@
 /**
  * `npm run bench` — the benchmark harness (SPEC §11, issue 4).
  *
- *   npm run bench [-- --scenario NAME[,NAME…]]… [--duration SEC] [--connections N] [--rate N] [--smoke]
+ *   npm run bench [-- --scenario NAME[,NAME…]]… [--duration SEC] [--rounds N] [--connections N] [--rate N] [--smoke]
  *
  * One real Cerbos PDP (the packaged binary on private unix sockets, bench/policies), then for each
- * scenario, one after another: a fresh server process (hello, naive or the service), a fresh
+ * scenario slice, one after another: a fresh server process (hello, naive or the service), a fresh
  * load-generator process (bench/load-worker.ts), a warm-up, the PDP's counters, the measured run,
- * the PDP's counters again and the server's RSS. Every answer is checked against the status its
- * request must get; a wrong answer (503s included), an error or a timeout fails the run (exit 1).
+ * the PDP's counters again and the server's RSS. Each row's measured time is split into `--rounds`
+ * slices run round-robin over the rows (bench/rounds.ts), so rows are compared over the same
+ * stretch of a drifting machine. Every answer is checked against the status its request must
+ * get; a wrong answer (503s included), an error or a timeout fails the run (exit 1).
  *
  * Output: a Markdown table on stdout, bench/results/latest.json (numbers, machine, settings) and
- * bench/results/latest.svg. `--smoke` runs each scenario for 2 s to check answers only: it makes
- * no speed claims and writes its JSON to the temp dir, leaving bench/results/ alone.
+ * bench/results/latest.svg. `--smoke` runs each scenario once for 2 s to check answers only: it
+ * makes no speed claims and writes its JSON to the temp dir, leaving bench/results/ alone.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -27,6 +29,7 @@ import type { LoadResult, WorkerJob, WrongAnswer } from "./load-worker.js";
 import { machine } from "./machine.js";
 import { type PdpCounters, readServiceCounters, type ServiceCounters, settledPdpCounters } from "./metrics.js";
 import { askWorker, cpuSeconds, forkNode, rssMb, spawnNode, stopAll, type Tracked, waitForLine } from "./processes.js";
+import { isSliced, mergeSlices, plan, type SliceResult, type SliceSummary } from "./rounds.js";
 import {
   DEFAULT_RATE,
   HIT,
@@ -50,6 +53,7 @@ const NAIVE = join(DIST, "bench", "servers", "naive.js");
 const WORKER = join(DIST, "bench", "load-worker.js");
 const SEED = 20_250_401;
 const SMOKE_SECONDS = 2;
+const DEFAULT_ROUNDS = 3;
 /** The PDP deadline of smoke runs (answers only; the default 250 ms is for speed runs). */
 const SMOKE_PDP_TIMEOUT_MS = 5_000;
 const SMOKE_WARMUP_SECONDS = 0.5;
@@ -60,15 +64,20 @@ const USAGE = `usage: npm run bench -- [options]
 
   --scenario NAME   run only NAME (repeatable, or a comma list); a group name
                     (miss-unique, mixed, rate, memory) selects all its rows
-  --duration SEC    measured seconds per scenario (default 10)
+  --duration SEC    measured seconds per scenario, over all its rounds (default 10)
+  --rounds N        split each scenario's measured time into N slices, run round-robin over
+                    the scenarios (default ${DEFAULT_ROUNDS}; the memory row runs once)
   --connections N   autocannon connections (default 50)
   --rate N          offered requests/s of the @rate rows (default ${DEFAULT_RATE})
   --profile DIR     write a V8 CPU profile of each service process into DIR (node --cpu-prof)
-  --smoke           ${SMOKE_SECONDS} s per scenario, answers checked, no speed claims, no files in bench/results
+  --smoke           ${SMOKE_SECONDS} s per scenario in 1 round, answers checked, no speed claims, no files in bench/results
 `;
 
 interface Settings {
+  /** Measured seconds per row, over all its slices. */
   readonly durationSec: number;
+  /** Slices per row, one per round. */
+  readonly rounds: number;
   readonly connections: number;
   readonly rate: number;
   readonly smoke: boolean;
@@ -86,6 +95,7 @@ function parseFlags(argv: string[]): Settings | string {
       options: {
         scenario: { type: "string", multiple: true },
         duration: { type: "string" },
+        rounds: { type: "string" },
         connections: { type: "string" },
         rate: { type: "string" },
         smoke: { type: "boolean", default: false },
@@ -107,11 +117,13 @@ function parseFlags(argv: string[]): Settings | string {
   };
   const smoke = values.smoke === true;
   const duration = positive("duration", values.duration, smoke ? SMOKE_SECONDS : 10, false);
+  const rounds = positive("rounds", values.rounds, DEFAULT_ROUNDS, true);
   const connections = positive("connections", values.connections, 50, true);
   const rate = positive("rate", values.rate, DEFAULT_RATE, true);
-  for (const v of [duration, connections, rate]) if (typeof v === "string") return v;
+  for (const v of [duration, rounds, connections, rate]) if (typeof v === "string") return v;
   return {
     durationSec: smoke ? SMOKE_SECONDS : (duration as number),
+    rounds: smoke ? 1 : (rounds as number),
     connections: connections as number,
     rate: rate as number,
     smoke,
@@ -121,6 +133,18 @@ function parseFlags(argv: string[]): Settings | string {
   };
 }
 
+/** Measured seconds of one slice of a row (the whole run's `--duration` over its rounds). */
+const sliceSec = (settings: Settings): number => settings.durationSec / settings.rounds;
+
+/** Seconds for humans: "10", "3.3". */
+const seconds = (n: number): string => String(Math.round(n * 10) / 10);
+
+/** How each row is measured, for the headers: "10 s per scenario" or "3 rounds × 3.3 s per scenario, interleaved". */
+function perScenario(settings: Settings): string {
+  if (settings.rounds === 1) return `${seconds(settings.durationSec)} s per scenario`;
+  return `${settings.rounds} rounds × ${seconds(sliceSec(settings))} s per scenario, interleaved`;
+}
+
 /** Node flags that make a service process write its CPU profile on exit (--profile). */
 function profileArgs(settings: Settings): string[] {
   return settings.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${settings.profileDir}`] : [];
@@ -128,24 +152,16 @@ function profileArgs(settings: Settings): string[] {
 
 // ---------------------------------------------------------------------------------------------
 
-interface ScenarioResult {
+/** A row's result: of one slice while the rounds run, then of all its slices (`rowResult`). */
+interface ScenarioResult extends SliceResult {
   readonly name: string;
   readonly description: string;
   readonly unit: "req/s" | "checks/s";
   /** The service's generated config (service rows; the PDP socket path shown as PDP_SOCKET). */
   serviceConfig?: Record<string, unknown>;
   ok: boolean;
-  readonly failures: string[];
-  measured?: LoadResult;
-  warmup?: Pick<LoadResult, "responses" | "wrongAnswers" | "errors" | "timeouts">;
-  pdp?: { calls: number; checkResourcesCalls: number; accessEvaluationBatchCalls: number; checks: number; meanChecksPerCall: number | null };
-  /** From the service's own metrics, when it exports them. */
-  cache?: { hits: number; misses: number; hitRatio: number | null; entries: number };
-  /** PDP checks per answered request (1 for naive; 1 − this ≈ share answered without the PDP). */
-  pdpChecksPerRequest?: number;
-  rssMb?: number;
-  /** CPU use during the measurement, % of one core. */
-  cpuPercent?: { server?: number; pdp?: number; loadGenerator?: number };
+  /** Sliced rows: each slice's rate and p99, in round order. */
+  rounds?: SliceSummary[];
   /**
    * The memory row: RSS idle before the fill, right after it, and after `MEMORY_SETTLE_MS` idle
    * (what the table shows, `rssMb`); bytes per entry from the settled RSS; the service's own
@@ -214,6 +230,7 @@ function formatWrong(w: WrongAnswer): string {
   return `${w.principal} GET ${w.path}: expected ${w.expected}, got ${w.got}`;
 }
 
+/** One slice of row `s` (the memory row: its one whole run), with its own server, load worker and warm-up. */
 async function runScenario(s: Scenario, ctx: Context): Promise<ScenarioResult> {
   const { settings } = ctx;
   const result: ScenarioResult = {
@@ -252,8 +269,8 @@ async function runScenario(s: Scenario, ctx: Context): Promise<ScenarioResult> {
     const job: WorkerJob =
       s.measure.kind === "memory"
         ? { ...base, phase: "measure", amount: s.measure.entries }
-        : { ...base, phase: "measure", durationSec: settings.durationSec };
-    const timeoutMs = s.measure.kind === "memory" ? 600_000 : (settings.durationSec + 60) * 1000;
+        : { ...base, phase: "measure", durationSec: sliceSec(settings) };
+    const timeoutMs = s.measure.kind === "memory" ? 600_000 : (sliceSec(settings) + 60) * 1000;
     const measured = await askWorker(worker, job, timeoutMs);
 
     const wall = (performance.now() - t0) / 1000;
@@ -310,6 +327,14 @@ async function runScenario(s: Scenario, ctx: Context): Promise<ScenarioResult> {
   return result;
 }
 
+/** The row of all its slices (a row that runs whole, the memory row, has one and stays as it is). */
+function rowResult(s: Scenario, slices: readonly ScenarioResult[]): ScenarioResult {
+  if (!isSliced(s)) return slices[0]!;
+  const merged = mergeSlices(slices);
+  merged.ok = merged.failures.length === 0;
+  return merged;
+}
+
 function pdpDelta(before: PdpCounters, after: PdpCounters): NonNullable<ScenarioResult["pdp"]> {
   const calls = after.calls - before.calls;
   const checks = after.checks - before.checks;
@@ -352,16 +377,24 @@ const fmt = {
   pct: (n: number | null | undefined) => (n === undefined || n === null ? "—" : `${(n * 100).toFixed(1)} %`),
   mb: (n: number | undefined) => (n === undefined ? "—" : n.toFixed(0)),
   batch: (n: number | null | undefined) => (n === undefined || n === null ? "—" : n.toFixed(1)),
+  /** The slowest and the fastest slice of a row, when it has more than one. */
+  spread: (rounds: readonly SliceSummary[] | undefined) => {
+    if (!rounds || rounds.length < 2) return "—";
+    const rates = rounds.map((x) => x.perSec);
+    return `${fmt.rate(Math.min(...rates))}–${fmt.rate(Math.max(...rates))}`;
+  },
 };
 
 function markdownTable(results: ScenarioResult[], smoke: boolean): string {
-  const head = ["scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "wrong answers", "PDP calls", "checks/call", "cache hits", "RSS MB"];
+  // Smoke numbers are no measurements: no spread, no ratios.
+  const head = ["scenario", "req/s", ...(smoke ? [] : ["spread"]), "p50 ms", "p99 ms", "p99.9 ms", "errors", "wrong answers", "PDP calls", "checks/call", "cache hits", "RSS MB"];
   if (!smoke) head.push("× naive", "× hello");
   const rows = results.map((r) => {
     const m = r.measured;
     const cells = [
       r.ok ? r.name : `${r.name} FAILED`,
       m ? (r.unit === "checks/s" ? `${fmt.rate(m.perSec)} checks/s` : fmt.rate(m.perSec)) : "—",
+      ...(smoke ? [] : [fmt.spread(r.rounds)]),
       fmt.ms(m?.latencyMs.p50),
       fmt.ms(m?.latencyMs.p99),
       fmt.ms(m?.latencyMs.p999),
@@ -465,7 +498,7 @@ async function main(argv: string[]): Promise<number> {
   const host = await machine();
   const started = new Date();
   process.stderr.write(
-    `bench: ${selected.length} scenarios, ${settings.durationSec} s each, ${settings.connections} connections` +
+    `bench: ${selected.length} scenarios, ${perScenario(settings)}, ${settings.connections} connections` +
       `${settings.smoke ? " (smoke: answers checked, no speed claims)" : ""}\n` +
       `bench: ${host.cpuModel}, ${host.cores} cores, Node ${host.node}, Cerbos ${host.cerbos}, load average ${host.loadAverageAtStart.join(" ")}, ` +
       `CPU busy before start ${host.busyBeforeStartPercent ?? "?"} %\n`,
@@ -498,22 +531,25 @@ async function main(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  const results: ScenarioResult[] = [];
+  const slices = new Map<string, ScenarioResult[]>(selected.map((s) => [s.name, []]));
+  const rounds = plan(selected, settings.rounds);
   try {
     await pdp.start();
-    for (const s of selected) {
-      if (interrupted) break;
-      if (pdp.pid === undefined) {
-        results.push({ name: s.name, description: s.description, unit: "req/s", ok: false, failures: ["not run: the PDP is down"] });
-        continue;
+    for (const [i, round] of rounds.entries()) {
+      for (const s of round) {
+        if (interrupted) break;
+        if (pdp.pid === undefined) {
+          slices.get(s.name)!.push({ name: s.name, description: s.description, unit: "req/s", ok: false, failures: ["not run: the PDP is down"] });
+          continue;
+        }
+        process.stderr.write(`bench: ${rounds.length > 1 ? `round ${i + 1}/${rounds.length}: ` : ""}${s.name} …`);
+        const r = await runScenario(s, { settings, pdp, tmp });
+        slices.get(s.name)!.push(r);
+        const m = r.measured;
+        process.stderr.write(
+          r.ok ? ` ${fmt.rate(m?.perSec)} ${r.unit}, p99 ${fmt.ms(m?.latencyMs.p99)} ms\n` : ` FAILED\n${r.failures.map((f) => `  ${f}`).join("\n")}\n`,
+        );
       }
-      process.stderr.write(`bench: ${s.name} …`);
-      const r = await runScenario(s, { settings, pdp, tmp });
-      results.push(r);
-      const m = r.measured;
-      process.stderr.write(
-        r.ok ? ` ${fmt.rate(m?.perSec)} ${r.unit}, p99 ${fmt.ms(m?.latencyMs.p99)} ms\n` : ` FAILED\n${r.failures.map((f) => `  ${f}`).join("\n")}\n`,
-      );
     }
   } finally {
     await stopAll();
@@ -522,6 +558,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (interrupted) return 130;
 
+  const results = selected.map((s) => rowResult(s, slices.get(s.name)!));
   addRatios(results);
   const failed = results.filter((r) => !r.ok);
   const report = {
@@ -529,11 +566,15 @@ async function main(argv: string[]): Promise<number> {
     smoke: settings.smoke,
     ok: failed.length === 0,
     method:
-      "Each scenario: a fresh server process and a fresh autocannon process (pipelining 1) on the same machine, " +
-      "one after another, against one real Cerbos PDP on unix sockets; every answer checked against its expected status.",
+      "Each scenario slice: a fresh server process and a fresh autocannon process (pipelining 1) on the same machine, " +
+      "one after another, against one real Cerbos PDP on unix sockets; every answer checked against its expected status. " +
+      "Each row's measured time is split into `rounds` slices, run round-robin over the rows (round 1 of every row, then round 2, …) " +
+      "so that the rows of a ratio are measured over the same stretch of the machine's drifting speed.",
     machine: { ...host, loadAverageAtEnd: loadavg().map((n) => Math.round(n * 100) / 100) },
     settings: {
       durationSec: settings.durationSec,
+      rounds: settings.rounds,
+      sliceSec: sliceSec(settings),
       warmupSec: Object.fromEntries(selected.map((s) => [s.name, settings.smoke ? Math.min(s.warmupSec, SMOKE_WARMUP_SECONDS) : s.warmupSec])),
       connections: settings.connections,
       pipelining: 1,
@@ -552,7 +593,7 @@ async function main(argv: string[]): Promise<number> {
     settings.smoke
       ? `Benchmark smoke run (${settings.durationSec} s per scenario): answers checked only — these numbers are not measurements.`
       : `Benchmark: ${host.cpuModel}, ${host.cores} cores, Node ${host.node}, Cerbos ${host.cerbos}, commit ${host.gitCommit.slice(0, 12)}` +
-          `${host.gitDirty === true ? " (+ uncommitted changes)" : ""}; ${settings.durationSec} s per scenario, ${settings.connections} connections, pipelining 1.`,
+          `${host.gitDirty === true ? " (+ uncommitted changes)" : ""}; ${perScenario(settings)}, ${settings.connections} connections, pipelining 1.`,
   );
   lines.push("");
   lines.push(markdownTable(results, settings.smoke));
@@ -562,6 +603,13 @@ async function main(argv: string[]): Promise<number> {
       "req/s counts right answers only. pdp-direct: checks/s, latency per 50-resource call. @rate rows: fixed offered rate " +
         `(${settings.rate} req/s, paced per connection). cache hits: the service's own counters. checks/call: the PDP's own counters.`,
     );
+    if (settings.rounds > 1) {
+      lines.push(
+        `Each row is measured in ${settings.rounds} slices of ${seconds(sliceSec(settings))} s, one per round, each with its own server and warm-up: ` +
+          "req/s = right answers of all slices ÷ their measured seconds, spread = the slowest and fastest slice, " +
+          "p50/p99/p99.9 = the median of the slices' values, counts summed, RSS the highest.",
+      );
+    }
     const t = report.targets;
     if (t.length > 0) {
       lines.push("");
@@ -588,7 +636,7 @@ async function main(argv: string[]): Promise<number> {
       .filter((r) => r.measured && r.memory === undefined)
       .map((r) => ({ name: r.name, perSec: r.measured!.perSec, p99Ms: r.measured!.latencyMs.p99, unit: r.unit }));
     const title = `cerbos-forwardauth benchmark — ${started.toISOString().slice(0, 10)}`;
-    const subtitle = `${host.cpuModel}, ${host.cores} cores · Node ${host.node} · Cerbos ${host.cerbos} · ${settings.durationSec} s per row, ${settings.connections} connections · commit ${host.gitCommit.slice(0, 12)}`;
+    const subtitle = `${host.cpuModel}, ${host.cores} cores · Node ${host.node} · Cerbos ${host.cerbos} · ${perScenario(settings)}, ${settings.connections} connections · commit ${host.gitCommit.slice(0, 12)}`;
     writeFileSync(join(RESULTS, "latest.svg"), renderChart(chartRows, title, subtitle));
     process.stderr.write(`bench: wrote bench/results/latest.json and bench/results/latest.svg\n`);
   }
