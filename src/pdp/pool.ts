@@ -1,18 +1,16 @@
 /**
- * The gRPC pool (SPEC §6): `pdp.connections` grpc-js clients, each on its own HTTP/2 connection
- * (`grpc.use_local_subchannel_pool`), calls spread by least in-flight, every call with a
- * deadline, reconnect backoff capped so a returning PDP is used again within ~5 s.
+ * The gRPC pool (SPEC §6): `pdp.connections` channels (grpc-channel.ts), each with its own HTTP/2
+ * connection (one per address of a dns:/// name), calls spread by least in-flight, every call with
+ * a deadline, reconnect backoff capped so a returning PDP is used again within ~5 s.
  *
  * Every call is a raw unary call with our own protobuf codecs (checkresources-codec.ts for
  * CheckResources and the health check, authzen-codec.ts for AuthZEN batches): the Cerbos SDK is
  * not loaded at all, which saves its memory and its conversions on every call.
  *
- * This is the border of gRPC: callers get plain results or a PdpUnavailable, never a grpc-js
- * status object.
+ * This is the border of gRPC: callers get plain results or a PdpUnavailable.
  */
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { Channel, ChannelCredentials, Client, Metadata, status as GrpcStatus, type ChannelOptions, type ServiceError } from "@grpc/grpc-js";
 import { decodeBatchResponse, encodeBatchRequest, type Evaluation } from "./authzen-codec.js";
 import {
   CHECK_RESOURCES_METHOD,
@@ -23,6 +21,7 @@ import {
   HEALTH_CHECK_METHOD,
   SERVING,
 } from "./checkresources-codec.js";
+import { GrpcChannel, parseTarget, type ChannelOptions } from "./grpc-channel.js";
 import { UnencodableValue } from "./protobuf-wire.js";
 import type { TlsConfig } from "../config/schema.js";
 import { PdpUnavailable } from "../errors.js";
@@ -59,48 +58,30 @@ export interface PoolOptions {
   readonly onCall?: (code: string, seconds: number) => void;
 }
 
-const BASE_CHANNEL_OPTIONS: ChannelOptions = {
-  // Without this, identical clients share one HTTP/2 connection and the "pool" is one connection.
-  "grpc.use_local_subchannel_pool": 1,
-  "grpc.initial_reconnect_backoff_ms": 100,
-  // grpc-js grows the backoff to 120 s by default; keep recovery within ~5 s (3 s + jitter).
-  "grpc.max_reconnect_backoff_ms": 3000,
-  // Retries stay on (no retry policy is configured): grpc-js then only re-sends calls the server
-  // never received, e.g. when the PDP recycles a connection with GOAWAY.
-  "grpc.primary_user_agent": "cerbos-forwardauth",
-} as ChannelOptions;
-
-function credentials(tls: TlsConfig, channelOptions: ChannelOptions): ChannelCredentials {
-  if (tls === false) return ChannelCredentials.createInsecure();
-  if (tls === true) return ChannelCredentials.createSsl();
-  if (tls.serverName) {
-    channelOptions["grpc.ssl_target_name_override"] = tls.serverName;
-    channelOptions["grpc.default_authority"] = tls.serverName;
-  }
-  return ChannelCredentials.createFromSecureContext(
-    createSecureContext({
+/** TLS settings of the channels: the secure context built once from the configured files. */
+function tlsOptions(tls: TlsConfig): ChannelOptions["tls"] {
+  if (tls === false) return undefined;
+  if (tls === true) return {};
+  return {
+    context: createSecureContext({
       ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
       ...(tls.cert ? { cert: readFileSync(tls.cert) } : {}),
       ...(tls.key ? { key: readFileSync(tls.key) } : {}),
     }),
-  );
+    ...(tls.serverName ? { serverName: tls.serverName } : {}),
+  };
 }
 
 const EVALUATION_BATCH = "/authzen.authorization.v1.AuthorizationService/AccessEvaluationBatch";
 /** What the SDK's checkHealth() asked for. */
 const HEALTH_REQUEST = encodeHealthCheckRequest("cerbos.svc.v1.CerbosService");
-const identity = (b: Buffer) => b;
 
 
 export function createPool(opts: PoolOptions): PdpPool {
-  const channelOptions: ChannelOptions = { ...BASE_CHANNEL_OPTIONS };
-  if (opts.target.startsWith("dns:")) {
-    channelOptions["grpc.service_config"] = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
-  }
-  const creds = credentials(opts.tls, channelOptions);
-  /** One pooled connection: a grpc-js client on its own channel (`channelOverride`), so CheckResources, AuthZEN and health calls all travel on its one HTTP/2 connection. */
-  const connect = (): Client => new Client(opts.target, creds, { channelOverride: new Channel(opts.target, creds, channelOptions) });
-  const clients: Client[] = Array.from({ length: opts.connections }, connect);
+  const tls = tlsOptions(opts.tls);
+  const channelOptions: ChannelOptions = { target: parseTarget(opts.target), userAgent: "cerbos-forwardauth", ...(tls ? { tls } : {}) };
+  const connect = (): GrpcChannel => new GrpcChannel(channelOptions);
+  const clients: GrpcChannel[] = Array.from({ length: opts.connections }, connect);
   let closed = false;
   const inFlight = clients.map(() => 0);
   const onCall = opts.onCall;
@@ -122,7 +103,7 @@ export function createPool(opts: PoolOptions): PdpPool {
   const REPLACE_AFTER_DEADLINES = 3;
 
   /** Runs one call on the least busy connection: counts it in flight, maps failures, reports code and duration. */
-  async function onLeastBusy<T>(call: (c: Client) => Promise<T>): Promise<T> {
+  async function onLeastBusy<T>(call: (c: GrpcChannel) => Promise<T>): Promise<T> {
     const i = pick();
     const connection = clients[i]!;
     inFlight[i]!++;
@@ -150,7 +131,7 @@ export function createPool(opts: PoolOptions): PdpPool {
   return {
     // Encoding may throw UnencodableValue (→ INVALID_ARGUMENT) before anything is sent.
     checkResources: (req) =>
-      onLeastBusy((c) => unary(c, CHECK_RESOURCES_METHOD, encodeCheckResourcesRequest(req), decodeCheckResourcesResponse, opts.timeoutMs)),
+      onLeastBusy((c) => c.call(CHECK_RESOURCES_METHOD, encodeCheckResourcesRequest(req), decodeCheckResourcesResponse, opts.timeoutMs)),
 
     evaluateBatch: (evaluations) => onLeastBusy((c) => rawBatch(c, evaluations, opts.timeoutMs)),
 
@@ -159,13 +140,13 @@ export function createPool(opts: PoolOptions): PdpPool {
         await rawBatch(clients[0]!, [PROBE], Math.max(opts.timeoutMs, 1000));
         return true;
       } catch (error) {
-        return (error as ServiceError).code === GrpcStatus.UNIMPLEMENTED ? false : undefined;
+        return error instanceof PdpUnavailable && error.grpcCode === "UNIMPLEMENTED" ? false : undefined;
       }
     },
 
     async healthy() {
       try {
-        const status = await unary(clients[0]!, HEALTH_CHECK_METHOD, HEALTH_REQUEST, decodeHealthCheckResponse, Math.max(opts.timeoutMs, 1000));
+        const status = await clients[0]!.call(HEALTH_CHECK_METHOD, HEALTH_REQUEST, decodeHealthCheckResponse, Math.max(opts.timeoutMs, 1000));
         return status === SERVING;
       } catch {
         return false;
@@ -188,22 +169,8 @@ const PROBE: Evaluation = {
   action: "probe",
 };
 
-/**
- * One unary call of already encoded bytes. A call past its deadline fails with DEADLINE_EXCEEDED;
- * a response that `decode` throws on fails as INTERNAL (grpc-js reports it as a parsing error).
- */
-function unary<T>(client: Client, method: string, request: Buffer, decode: (b: Buffer) => T, timeoutMs: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    client.makeUnaryRequest(method, identity, decode, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (error, response) => {
-      if (error) reject(error);
-      else if (response === undefined) reject(new PdpUnavailable("PDP sent no response", "INTERNAL"));
-      else resolve(response);
-    });
-  });
-}
-
-async function rawBatch(client: Client, evaluations: readonly Evaluation[], timeoutMs: number): Promise<Array<boolean | undefined>> {
-  const response = await unary(client, EVALUATION_BATCH, encodeBatchRequest(evaluations), decodeBatchResponse, timeoutMs);
+async function rawBatch(channel: GrpcChannel, evaluations: readonly Evaluation[], timeoutMs: number): Promise<Array<boolean | undefined>> {
+  const response = await channel.call(EVALUATION_BATCH, encodeBatchRequest(evaluations), decodeBatchResponse, timeoutMs);
   if (response.length !== evaluations.length) throw new PdpUnavailable("AuthZEN response does not match the request", "INTERNAL");
   return response;
 }
@@ -211,15 +178,7 @@ async function rawBatch(client: Client, evaluations: readonly Evaluation[], time
 /** Maps any failure of a call to PdpUnavailable with the gRPC status name as its metric code. */
 export function toUnavailable(error: unknown): PdpUnavailable {
   if (error instanceof PdpUnavailable) return error;
-  if (isServiceError(error)) {
-    const name = GrpcStatus[error.code] ?? "UNKNOWN";
-    return new PdpUnavailable(`PDP call failed: ${name}`, name);
-  }
   // A value our encoder cannot send as it is: the call fails, and the batcher retries item by item.
   if (error instanceof UnencodableValue) return new PdpUnavailable(`PDP request refused by the client: ${error.message}`, "INVALID_ARGUMENT");
   return new PdpUnavailable(`PDP call failed: ${error instanceof Error ? error.name : "unknown error"}`, "UNKNOWN");
-}
-
-function isServiceError(error: unknown): error is ServiceError {
-  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" && (error as Partial<ServiceError>).metadata instanceof Metadata;
 }

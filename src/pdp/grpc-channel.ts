@@ -1,0 +1,432 @@
+/**
+ * A minimal gRPC client for unary calls over node:http2 — all this service asks of gRPC — in
+ * place of grpc-js, whose per-call machinery (interceptors, filters, retry buffers, resolving and
+ * load-balancing call layers) cost ~150 µs of CPU per PDP call under load.
+ *
+ * A channel holds one HTTP/2 connection per address of its target and sends each call on the next
+ * ready one (round robin). What it keeps of gRPC (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md):
+ * - length-prefixed messages, never compressed (we do not offer grpc-accept-encoding);
+ * - `grpc-timeout` on every call and a local deadline that cancels the stream (RST_STREAM CANCEL);
+ * - the status from `grpc-status` in the trailers (or in a trailers-only response), the HTTP status
+ *   mapped as the spec says when there is none, and a response of over 4 MiB refused;
+ * - a call the server never processed — refused by a GOAWAY's last stream id, or sent to a
+ *   connection that was already going away — is sent again once on a fresh connection, as
+ *   grpc-js's transparent retry does; anything else fails and is never repeated;
+ * - reconnect with backoff: 100 ms, ×1.6 per failed attempt up to 3 s, ±20 % jitter; a connection
+ *   that was ready and is closed by the server (GOAWAY after its max age) is replaced at once.
+ * Failures reject with PdpUnavailable carrying the gRPC status name.
+ */
+import { lookup } from "node:dns/promises";
+import { connect as http2Connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { isIP, connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type SecureContext } from "node:tls";
+import { PdpUnavailable } from "../errors.js";
+
+/** Where to connect: resolved once per (re)connection of a channel. */
+export type Target = { readonly kind: "unix"; readonly path: string } | { readonly kind: "host"; readonly host: string; readonly port: number };
+
+export interface ChannelOptions {
+  readonly target: Target;
+  /** TLS: the secure context and the name to verify (and send as SNI / :authority). */
+  readonly tls?: { readonly context?: SecureContext; readonly serverName?: string };
+  readonly userAgent: string;
+}
+
+/** gRPC status names by code. */
+const STATUS = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+] as const;
+
+const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+const BACKOFF_INITIAL_MS = 100;
+const BACKOFF_MAX_MS = 3_000;
+const BACKOFF_MULTIPLIER = 1.6;
+const BACKOFF_JITTER = 0.2;
+/** A connection attempt without the server's SETTINGS by then is dropped and tried again. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** Addresses are looked up again after a failed connection attempt, at most this often. */
+const RESOLVE_INTERVAL_MS = 5_000;
+
+/** Parses `pdp.address`: host:port, dns:///host:port (or dns:host:port), unix:/path (or unix:///path). */
+export function parseTarget(address: string): Target {
+  if (address.startsWith("unix:")) {
+    const rest = address.slice("unix:".length);
+    return { kind: "unix", path: rest.startsWith("//") ? rest.slice(2) : rest };
+  }
+  let hostPort = address;
+  if (address.startsWith("dns:")) {
+    hostPort = address.slice("dns:".length);
+    if (hostPort.startsWith("//")) hostPort = hostPort.slice(hostPort.indexOf("/", 2) + 1); // dns://[authority]/host:port
+  }
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(hostPort);
+  if (bracketed) return { kind: "host", host: bracketed[1]!, port: Number(bracketed[2] ?? 443) };
+  const colon = hostPort.lastIndexOf(":");
+  if (colon === -1 || isIP(hostPort) === 6) return { kind: "host", host: hostPort, port: 443 };
+  return { kind: "host", host: hostPort.slice(0, colon), port: Number(hostPort.slice(colon + 1)) };
+}
+
+function unavailable(code: string, detail: string): PdpUnavailable {
+  return new PdpUnavailable(`PDP call failed: ${code}${detail ? ` (${detail})` : ""}`, code);
+}
+
+/** The gRPC status for an HTTP status without grpc-status (PROTOCOL-HTTP2.md, "HTTP to gRPC Status Code Mapping"). */
+function statusOfHttp(httpStatus: number): string {
+  switch (httpStatus) {
+    case 400:
+      return "INTERNAL";
+    case 401:
+      return "UNAUTHENTICATED";
+    case 403:
+      return "PERMISSION_DENIED";
+    case 404:
+      return "UNIMPLEMENTED";
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return "UNAVAILABLE";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+/** Thrown inside a call when the server never processed it: it may be sent again. */
+class NotProcessed extends Error {}
+
+/** One HTTP/2 connection to one address, reconnecting with backoff. */
+class Connection {
+  #session: ClientHttp2Session | undefined;
+  #ready = false;
+  #backoffMs = BACKOFF_INITIAL_MS;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #waiters: Array<() => void> = [];
+
+  constructor(
+    readonly address: string,
+    private readonly open: () => Socket,
+    private readonly authority: string,
+    /** Called when an attempt to connect failed (the channel may look its addresses up again). */
+    private readonly onFailure: () => void,
+  ) {
+    this.#connect();
+  }
+
+  /** A session that accepts new streams, or undefined. */
+  get session(): ClientHttp2Session | undefined {
+    const s = this.#session;
+    return this.#ready && s !== undefined && !s.closed && !s.destroyed ? s : undefined;
+  }
+
+  /** Whether a connection attempt is under way (a call may wait for it). */
+  get connecting(): boolean {
+    return this.#session !== undefined && !this.#ready;
+  }
+
+  /** Resolves when this connection becomes ready or its attempt fails. */
+  settled(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
+    this.#session?.destroy();
+    this.#session = undefined;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  #connect(): void {
+    this.#retryTimer = undefined;
+    if (this.#closed) return;
+    const session = http2Connect(this.authority, { createConnection: this.open });
+    this.#session = session;
+    this.#ready = false;
+    // Ready once the server's SETTINGS arrive: a socket that connects to something that is not
+    // an HTTP/2 server (plain text to a TLS port, a black hole) never becomes ready, and backs off.
+    session.once("remoteSettings", () => {
+      if (this.#session !== session) return;
+      clearTimeout(connectTimer);
+      this.#ready = true;
+      this.#backoffMs = BACKOFF_INITIAL_MS;
+      this.#wake();
+    });
+    const connectTimer = setTimeout(() => session.destroy(), CONNECT_TIMEOUT_MS);
+    connectTimer.unref();
+    session.once("close", () => clearTimeout(connectTimer));
+    // Errors end in 'close'; without a listener an error event would throw.
+    session.on("error", () => {});
+    // No new streams after a GOAWAY (the streams it let through still finish on this session).
+    session.once("goaway", () => this.#lost(session));
+    session.once("close", () => this.#lost(session));
+  }
+
+  #lost(session: ClientHttp2Session): void {
+    if (this.#session !== session) return;
+    const wasReady = this.#ready;
+    this.#session = undefined;
+    this.#ready = false;
+    if (!session.closed && !session.destroyed) session.close(); // after a GOAWAY: let its open streams finish
+    this.#wake();
+    if (this.#closed) return;
+    if (wasReady) {
+      this.#connect();
+      return;
+    }
+    this.onFailure();
+    const jitter = 1 + BACKOFF_JITTER * (2 * Math.random() - 1);
+    this.#retryTimer = setTimeout(() => this.#connect(), this.#backoffMs * jitter);
+    this.#retryTimer.unref();
+    this.#backoffMs = Math.min(this.#backoffMs * BACKOFF_MULTIPLIER, BACKOFF_MAX_MS);
+  }
+}
+
+export class GrpcChannel {
+  #connections: Connection[] = [];
+  #next = 0;
+  #resolving: Promise<void> | undefined;
+  #resolvedAt = 0;
+  #closed = false;
+
+  constructor(private readonly opts: ChannelOptions) {
+    void this.#resolve();
+  }
+
+  /**
+   * One unary call: `request` is the encoded message; the response message is passed to
+   * `decode`. Rejects with PdpUnavailable (DEADLINE_EXCEEDED past `timeoutMs`, INTERNAL when
+   * `decode` throws, the server's status otherwise).
+   */
+  async call<T>(method: string, request: Buffer, decode: (b: Buffer) => T, timeoutMs: number): Promise<T> {
+    const deadline = performance.now() + timeoutMs;
+    const frame = Buffer.allocUnsafe(5 + request.length);
+    frame[0] = 0;
+    frame.writeUInt32BE(request.length, 1);
+    request.copy(frame, 5);
+    let message: Buffer;
+    try {
+      message = await this.#send(method, frame, deadline);
+    } catch (error) {
+      if (!(error instanceof NotProcessed)) throw error;
+      // Never reached the server: once more, on whatever connection is ready now.
+      message = await this.#send(method, frame, deadline);
+    }
+    try {
+      return decode(message);
+    } catch (error) {
+      throw unavailable("INTERNAL", `response not decodable: ${(error as Error).message}`);
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const c of this.#connections) c.close();
+    this.#connections = [];
+  }
+
+  /**
+   * Looks the target's addresses up and reconciles the connections with them: a connection to an
+   * address still listed is kept, one to an address gone is closed, a new address gets one.
+   */
+  #resolve(): Promise<void> {
+    this.#resolving ??= (async () => {
+      const { target } = this.opts;
+      this.#resolvedAt = performance.now();
+      const addresses =
+        target.kind === "unix"
+          ? [target.path]
+          : isIP(target.host)
+            ? [target.host]
+            : (await lookup(target.host, { all: true, verbatim: true }).catch(() => [])).map((a) => a.address);
+      if (this.#closed) return;
+      const kept = new Map(this.#connections.map((c) => [c.address, c]));
+      this.#connections = addresses.map((address) => {
+        const existing = kept.get(address);
+        kept.delete(address);
+        return existing ?? new Connection(address, () => this.#socketTo(address), this.#authority(), () => this.#connectFailed());
+      });
+      for (const gone of kept.values()) gone.close();
+    })().finally(() => {
+      this.#resolving = undefined;
+    });
+    return this.#resolving;
+  }
+
+  /** A PDP fleet behind one name changes: after a failed attempt, look again (rate-limited). */
+  #connectFailed(): void {
+    if (this.opts.target.kind === "host" && !isIP(this.opts.target.host) && performance.now() - this.#resolvedAt >= RESOLVE_INTERVAL_MS) {
+      void this.#resolve();
+    }
+  }
+
+  #socketTo(address: string): Socket {
+    const { target, tls } = this.opts;
+    if (!tls) return target.kind === "unix" ? netConnect(address) : netConnect({ host: address, port: target.port });
+    const name = tls.serverName ?? (target.kind === "host" ? target.host : "localhost");
+    return tlsConnect({
+      ...(target.kind === "unix" ? { path: address } : { host: address, port: target.port }),
+      ALPNProtocols: ["h2"],
+      ...(tls.context ? { secureContext: tls.context } : {}),
+      // SNI takes names only; the certificate is checked against the name or the address.
+      ...(isIP(name) ? {} : { servername: name }),
+    });
+  }
+
+  #authority(): string {
+    const { target, tls } = this.opts;
+    const scheme = tls ? "https" : "http";
+    if (tls?.serverName) return `${scheme}://${tls.serverName}`;
+    if (target.kind === "unix") return `${scheme}://localhost`;
+    const host = isIP(target.host) === 6 ? `[${target.host}]` : target.host;
+    return `${scheme}://${host}:${target.port}`;
+  }
+
+  /** The next ready session (round robin), waiting for a connection attempt under way until `deadline`. */
+  async #session(deadline: number): Promise<ClientHttp2Session> {
+    for (;;) {
+      if (this.#closed) throw unavailable("UNAVAILABLE", "channel closed");
+      const connections = this.#connections;
+      for (let k = 0; k < connections.length; k++) {
+        const c = connections[(this.#next + k) % connections.length]!;
+        const session = c.session;
+        if (session) {
+          this.#next = (this.#next + k + 1) % connections.length;
+          return session;
+        }
+      }
+      if (this.#resolving) {
+        await this.#resolving;
+        continue;
+      }
+      if (connections.length === 0) {
+        void this.#resolve();
+        throw unavailable("UNAVAILABLE", "no address");
+      }
+      const attempts = connections.filter((c) => c.connecting);
+      // Every connection is waiting out its backoff: fail now (grpc-js's TRANSIENT_FAILURE).
+      if (attempts.length === 0) throw unavailable("UNAVAILABLE", "not connected");
+      const left = deadline - performance.now();
+      if (left <= 0) throw unavailable("DEADLINE_EXCEEDED", "");
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), left);
+      });
+      const expired = await Promise.race([timedOut, Promise.race(attempts.map((c) => c.settled())).then(() => false)]);
+      clearTimeout(timer);
+      if (expired) throw unavailable("DEADLINE_EXCEEDED", "");
+    }
+  }
+
+  async #send(method: string, frame: Buffer, deadline: number): Promise<Buffer> {
+    const session = await this.#session(deadline);
+    const left = Math.max(1, Math.ceil(deadline - performance.now()));
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(
+        {
+          ":method": "POST",
+          ":path": method,
+          "content-type": "application/grpc",
+          te: "trailers",
+          "grpc-timeout": `${left}m`,
+          "user-agent": this.opts.userAgent,
+        },
+        { endStream: false },
+      );
+    } catch {
+      // The session started going away between the pick and the request.
+      throw new NotProcessed();
+    }
+    return exchange(stream, frame, left);
+  }
+}
+
+/** Sends one framed request on `stream` and reads the reply: the response message, or a rejection. */
+function exchange(stream: ClientHttp2Stream, frame: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    let settled = false;
+    let headers: IncomingHttpHeaders | undefined;
+    let trailers: IncomingHttpHeaders | undefined;
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const fail = (error: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(error);
+      if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+    };
+    const timer = setTimeout(() => fail(unavailable("DEADLINE_EXCEEDED", "")), timeoutMs);
+    stream.on("response", (h) => {
+      headers = h;
+    });
+    stream.on("data", (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > MAX_RESPONSE_BYTES + 5) fail(unavailable("RESOURCE_EXHAUSTED", "response too large"));
+      else chunks.push(chunk);
+    });
+    stream.on("trailers", (t) => {
+      trailers = t;
+    });
+    stream.on("error", () => {}); // the outcome is read in 'close'
+    stream.on("close", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const outcome = outcomeOf(stream, headers, trailers, chunks, bytes);
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
+    });
+    stream.end(frame);
+  });
+}
+
+/** The message of a finished stream, or why there is none. */
+function outcomeOf(stream: ClientHttp2Stream, headers: IncomingHttpHeaders | undefined, trailers: IncomingHttpHeaders | undefined, chunks: Buffer[], bytes: number): Buffer | Error {
+  if (headers === undefined) {
+    // Refused before the server looked at it (REFUSED_STREAM, e.g. above a GOAWAY's last stream id).
+    if (stream.rstCode === constants.NGHTTP2_REFUSED_STREAM) return new NotProcessed();
+    return unavailable("UNAVAILABLE", `stream closed without a response (code ${stream.rstCode ?? "none"})`);
+  }
+  // A trailers-only response carries its status in the headers.
+  const statusHeader = trailers?.["grpc-status"] ?? headers["grpc-status"];
+  const httpStatus = Number(headers[":status"]);
+  if (statusHeader === undefined) {
+    if (httpStatus !== 200) return unavailable(statusOfHttp(httpStatus), `HTTP ${httpStatus}`);
+    return unavailable(stream.rstCode ? "UNAVAILABLE" : "INTERNAL", "no grpc-status");
+  }
+  const code = Number(statusHeader);
+  if (code !== 0) {
+    const name = STATUS[code] ?? "UNKNOWN";
+    return unavailable(name, "");
+  }
+  if (!String(headers["content-type"] ?? "").startsWith("application/grpc")) return unavailable("UNKNOWN", "not a gRPC response");
+  const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
+  if (body.length < 5) return unavailable("INTERNAL", "no response message");
+  if (body[0] !== 0) return unavailable("INTERNAL", "compressed response");
+  const length = body.readUInt32BE(1);
+  if (body.length !== 5 + length) return unavailable("INTERNAL", "malformed response framing");
+  return body.subarray(5);
+}
