@@ -121,7 +121,7 @@ function writeEntity(w: Writer, t: number, entity: Entity, copyOf: Span | undefi
 
 export function encodeBatchRequest(evaluations: readonly Evaluation[]): Buffer {
   // About what the usual evaluation takes (~210 bytes); the buffer doubles when it is not enough.
-  // A fresh buffer each call: grpc-js may still hold the previous one.
+  // A fresh buffer each call: the channel frames it after this returns.
   const w = new Writer(256 + evaluations.length * 256);
   // Subjects recur all over a call (one per principal); a resource recurs only in the adjacent
   // evaluations of one unit's actions, so only the last one is kept (a Map entry per evaluation

@@ -34,7 +34,7 @@
  *
  * The response decoder is as strict as authzen-codec.ts's: every read is bounds-checked, a
  * sub-message must end exactly where its length says, unknown fields are skipped, and anything
- * malformed throws (grpc-js then fails the call as INTERNAL). A result without its resource fails
+ * malformed throws (the channel then fails the call as INTERNAL). A result without its resource fails
  * the call too, as it did in the SDK. Only an explicit EFFECT_ALLOW allows an action.
  */
 import type { AttrValue, Attributes, Principal, Resource } from "../model.js";
@@ -150,7 +150,7 @@ function writeMap(w: Writer, t: number, attrs: Attributes): void {
 /** Throws UnencodableValue for a value it cannot write as it is (see the header). */
 export function encodeCheckResourcesRequest(req: ResourcesRequest): Buffer {
   // About what a usual resource takes; the buffer doubles when it is not enough. A fresh buffer
-  // each call: grpc-js may still hold the previous one.
+  // each call: the channel frames it after this returns.
   const w = new Writer(512 + req.entries.length * 192);
 
   const p = req.principal;
