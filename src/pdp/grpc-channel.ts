@@ -231,7 +231,12 @@ export class GrpcChannel {
     } catch (error) {
       if (!(error instanceof NotProcessed)) throw error;
       // Never reached the server: once more, on whatever connection is ready now.
-      message = await this.#send(method, frame, deadline);
+      try {
+        message = await this.#send(method, frame, deadline);
+      } catch (again) {
+        // Refused again: fail as any call does, with a PdpUnavailable (never the internal NotProcessed).
+        throw again instanceof NotProcessed ? unavailable("UNAVAILABLE", "refused twice, never processed") : again;
+      }
     }
     try {
       return decode(message);
