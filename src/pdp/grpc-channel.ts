@@ -61,7 +61,13 @@ const BACKOFF_JITTER = 0.2;
 /** A connection attempt without the server's SETTINGS by then is dropped and tried again. */
 const CONNECT_TIMEOUT_MS = 5_000;
 /** Addresses are looked up again after a failed connection attempt, at most this often. */
-const RESOLVE_INTERVAL_MS = 5_000;
+const RESOLVE_INTERVAL_MS = 1_000;
+/**
+ * A connection that served at least this long and is then closed by the server (a GOAWAY after
+ * its max age) is replaced at once; one closed sooner counts as a failed attempt and backs off,
+ * so a server that sends GOAWAY to every new connection cannot draw a reconnect storm.
+ */
+const MIN_SERVING_MS = 50;
 
 /** Parses `pdp.address`: host:port, dns:///host:port (or dns:host:port), unix:/path (or unix:///path). */
 export function parseTarget(address: string): Target {
@@ -113,8 +119,11 @@ class NotProcessed extends Error {}
 class Connection {
   #session: ClientHttp2Session | undefined;
   #ready = false;
+  #readyAt = 0;
   #backoffMs = BACKOFF_INITIAL_MS;
   #retryTimer: NodeJS.Timeout | undefined;
+  /** The retry timer replaces a connection that served (calls wait for it rather than fail). */
+  #replacing = false;
   #closed = false;
   #waiters: Array<() => void> = [];
 
@@ -136,7 +145,7 @@ class Connection {
 
   /** Whether a connection attempt is under way (a call may wait for it). */
   get connecting(): boolean {
-    return this.#session !== undefined && !this.#ready;
+    return (this.#session !== undefined && !this.#ready) || this.#replacing;
   }
 
   /** Resolves when this connection becomes ready or its attempt fails. */
@@ -144,10 +153,13 @@ class Connection {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  close(): void {
+  /** Stops reconnecting; `graceful`: calls under way finish first (their deadlines bound the wait). */
+  close(graceful = false): void {
     this.#closed = true;
+    this.#replacing = false;
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
-    this.#session?.destroy();
+    if (graceful) this.#session?.close();
+    else this.#session?.destroy();
     this.#session = undefined;
     this.#wake();
   }
@@ -160,6 +172,7 @@ class Connection {
 
   #connect(): void {
     this.#retryTimer = undefined;
+    this.#replacing = false;
     if (this.#closed) return;
     const session = http2Connect(this.authority, { createConnection: this.open });
     this.#session = session;
@@ -170,7 +183,7 @@ class Connection {
       if (this.#session !== session) return;
       clearTimeout(connectTimer);
       this.#ready = true;
-      this.#backoffMs = BACKOFF_INITIAL_MS;
+      this.#readyAt = performance.now();
       this.#wake();
     });
     const connectTimer = setTimeout(() => session.destroy(), CONNECT_TIMEOUT_MS);
@@ -191,11 +204,13 @@ class Connection {
     if (!session.closed && !session.destroyed) session.close(); // after a GOAWAY: let its open streams finish
     this.#wake();
     if (this.#closed) return;
-    if (wasReady) {
+    if (wasReady && performance.now() - this.#readyAt >= MIN_SERVING_MS) {
+      this.#backoffMs = BACKOFF_INITIAL_MS;
       this.#connect();
       return;
     }
-    this.onFailure();
+    this.#replacing = wasReady;
+    if (!wasReady) this.onFailure();
     const jitter = 1 + BACKOFF_JITTER * (2 * Math.random() - 1);
     this.#retryTimer = setTimeout(() => this.#connect(), this.#backoffMs * jitter);
     this.#retryTimer.unref();
@@ -272,7 +287,7 @@ export class GrpcChannel {
         kept.delete(address);
         return existing ?? new Connection(address, () => this.#socketTo(address), this.#authority(), () => this.#connectFailed());
       });
-      for (const gone of kept.values()) gone.close();
+      for (const gone of kept.values()) gone.close(true);
     })().finally(() => {
       this.#resolving = undefined;
     });
@@ -326,7 +341,8 @@ export class GrpcChannel {
         continue;
       }
       if (connections.length === 0) {
-        void this.#resolve();
+        // The name did not resolve: look again, but not for every call.
+        if (performance.now() - this.#resolvedAt >= RESOLVE_INTERVAL_MS) void this.#resolve();
         throw unavailable("UNAVAILABLE", "no address");
       }
       const attempts = connections.filter((c) => c.connecting);

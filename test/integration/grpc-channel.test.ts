@@ -6,7 +6,8 @@
  * behaviour (GOAWAY recycling, deadlines, resets, TLS, dns:///) is covered by pool.test.ts,
  * faults.test.ts, pdp-outage.test.ts, pdp-tls.test.ts and dns-target.test.ts.
  */
-import { constants } from "node:http2";
+import { constants, createServer } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { PdpUnavailable } from "../../src/errors.js";
 import { GrpcChannel, parseTarget } from "../../src/pdp/grpc-channel.js";
@@ -418,6 +419,25 @@ describe("GOAWAY", () => {
     expect(server.calls).toHaveLength(2);
     expect(server.calls[1]!.session).not.toBe(server.calls[0]!.session);
     expect(server.accepted()).toBe(2);
+  });
+  it("a server that sends GOAWAY to every new connection draws reconnects with backoff, not a storm", async () => {
+    // A connection closed within 50 ms of becoming ready counts as a failed attempt (100 ms ×1.6 …).
+    const server = createServer();
+    const accepted: number[] = [];
+    server.on("session", (session) => {
+      accepted.push(performance.now());
+      session.goaway();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const channel = new GrpcChannel({ target: parseTarget(`127.0.0.1:${(server.address() as AddressInfo).port}`), userAgent: "test" });
+    try {
+      await waitFor(() => accepted.length >= 5, { timeoutMs: 10_000, what: "five connections" });
+      // Without the backoff this loop reconnected thousands of times a second.
+      expect(accepted[4]! - accepted[0]!).toBeGreaterThanOrEqual(0.8 * (100 + 160 + 256 + 409.6) - 20);
+    } finally {
+      channel.close();
+      server.close();
+    }
   });
 });
 
