@@ -1,26 +1,23 @@
 /**
  * A minimal gRPC client for unary calls over node:http2 — all this service asks of gRPC — in
  * place of grpc-js, whose per-call machinery (interceptors, filters, retry buffers, resolving and
- * load-balancing call layers) cost ~150 µs of CPU per PDP call under load.
- *
- * A channel holds one HTTP/2 connection per address of its target and sends each call on the next
- * ready one (round robin). What it keeps of gRPC (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md):
- * - length-prefixed messages, never compressed (we do not offer grpc-accept-encoding);
- * - `grpc-timeout` on every call and a local deadline that cancels the stream (RST_STREAM CANCEL);
- * - the status from `grpc-status` in the trailers (or in a trailers-only response), the HTTP status
- *   mapped as the spec says when there is none, and a response of over 4 MiB refused;
+ * load-balancing call layers) cost ~150 µs of CPU per PDP call under load. One call on one stream
+ * is grpc-stream.ts; this file keeps the connections:
+ * - one HTTP/2 connection per address of the target (a dns:/// name may have several), calls sent
+ *   round robin over those that are up; a connection is up once the server's SETTINGS arrive;
  * - a call the server never processed — refused by a GOAWAY's last stream id, or sent to a
  *   connection that was already going away — is sent again once on a fresh connection, as
  *   grpc-js's transparent retry does; anything else fails and is never repeated;
  * - reconnect with backoff: 100 ms, ×1.6 per failed attempt up to 3 s, ±20 % jitter; a connection
- *   that was ready and is closed by the server (GOAWAY after its max age) is replaced at once.
+ *   that served at least 50 ms and is then closed by the server (GOAWAY after its max age) is
+ *   replaced at once, and calls wait for the replacement rather than fail.
  * Failures reject with PdpUnavailable carrying the gRPC status name.
  */
 import { lookup } from "node:dns/promises";
-import { connect as http2Connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { isIP, connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type SecureContext } from "node:tls";
-import { PdpUnavailable } from "../errors.js";
+import { exchange, framed, NotProcessed, unavailable } from "./grpc-stream.js";
 
 /** Where to connect: resolved once per (re)connection of a channel. */
 export type Target = { readonly kind: "unix"; readonly path: string } | { readonly kind: "host"; readonly host: string; readonly port: number };
@@ -32,28 +29,6 @@ export interface ChannelOptions {
   readonly userAgent: string;
 }
 
-/** gRPC status names by code. */
-const STATUS = [
-  "OK",
-  "CANCELLED",
-  "UNKNOWN",
-  "INVALID_ARGUMENT",
-  "DEADLINE_EXCEEDED",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "PERMISSION_DENIED",
-  "RESOURCE_EXHAUSTED",
-  "FAILED_PRECONDITION",
-  "ABORTED",
-  "OUT_OF_RANGE",
-  "UNIMPLEMENTED",
-  "INTERNAL",
-  "UNAVAILABLE",
-  "DATA_LOSS",
-  "UNAUTHENTICATED",
-] as const;
-
-const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 const BACKOFF_INITIAL_MS = 100;
 const BACKOFF_MAX_MS = 3_000;
 const BACKOFF_MULTIPLIER = 1.6;
@@ -86,34 +61,6 @@ export function parseTarget(address: string): Target {
   if (colon === -1 || isIP(hostPort) === 6) return { kind: "host", host: hostPort, port: 443 };
   return { kind: "host", host: hostPort.slice(0, colon), port: Number(hostPort.slice(colon + 1)) };
 }
-
-function unavailable(code: string, detail: string): PdpUnavailable {
-  return new PdpUnavailable(`PDP call failed: ${code}${detail ? ` (${detail})` : ""}`, code);
-}
-
-/** The gRPC status for an HTTP status without grpc-status (PROTOCOL-HTTP2.md, "HTTP to gRPC Status Code Mapping"). */
-function statusOfHttp(httpStatus: number): string {
-  switch (httpStatus) {
-    case 400:
-      return "INTERNAL";
-    case 401:
-      return "UNAUTHENTICATED";
-    case 403:
-      return "PERMISSION_DENIED";
-    case 404:
-      return "UNIMPLEMENTED";
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return "UNAVAILABLE";
-    default:
-      return "UNKNOWN";
-  }
-}
-
-/** Thrown inside a call when the server never processed it: it may be sent again. */
-class NotProcessed extends Error {}
 
 /** One HTTP/2 connection to one address, reconnecting with backoff. */
 class Connection {
@@ -236,10 +183,7 @@ export class GrpcChannel {
    */
   async call<T>(method: string, request: Buffer, decode: (b: Buffer) => T, timeoutMs: number): Promise<T> {
     const deadline = performance.now() + timeoutMs;
-    const frame = Buffer.allocUnsafe(5 + request.length);
-    frame[0] = 0;
-    frame.writeUInt32BE(request.length, 1);
-    request.copy(frame, 5);
+    const frame = framed(request);
     let message: Buffer;
     try {
       message = await this.#send(method, frame, deadline);
@@ -382,72 +326,4 @@ export class GrpcChannel {
     }
     return exchange(stream, frame, left);
   }
-}
-
-/** Sends one framed request on `stream` and reads the reply: the response message, or a rejection. */
-function exchange(stream: ClientHttp2Stream, frame: Buffer, timeoutMs: number): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    let settled = false;
-    let headers: IncomingHttpHeaders | undefined;
-    let trailers: IncomingHttpHeaders | undefined;
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const fail = (error: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(error);
-      if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
-    };
-    const timer = setTimeout(() => fail(unavailable("DEADLINE_EXCEEDED", "")), timeoutMs);
-    stream.on("response", (h) => {
-      headers = h;
-    });
-    stream.on("data", (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > MAX_RESPONSE_BYTES + 5) fail(unavailable("RESOURCE_EXHAUSTED", "response too large"));
-      else chunks.push(chunk);
-    });
-    stream.on("trailers", (t) => {
-      trailers = t;
-    });
-    stream.on("error", () => {}); // the outcome is read in 'close'
-    stream.on("close", () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      const outcome = outcomeOf(stream, headers, trailers, chunks, bytes);
-      if (outcome instanceof Error) reject(outcome);
-      else resolve(outcome);
-    });
-    stream.end(frame);
-  });
-}
-
-/** The message of a finished stream, or why there is none. */
-function outcomeOf(stream: ClientHttp2Stream, headers: IncomingHttpHeaders | undefined, trailers: IncomingHttpHeaders | undefined, chunks: Buffer[], bytes: number): Buffer | Error {
-  if (headers === undefined) {
-    // Refused before the server looked at it (REFUSED_STREAM, e.g. above a GOAWAY's last stream id).
-    if (stream.rstCode === constants.NGHTTP2_REFUSED_STREAM) return new NotProcessed();
-    return unavailable("UNAVAILABLE", `stream closed without a response (code ${stream.rstCode ?? "none"})`);
-  }
-  // A trailers-only response carries its status in the headers.
-  const statusHeader = trailers?.["grpc-status"] ?? headers["grpc-status"];
-  const httpStatus = Number(headers[":status"]);
-  if (statusHeader === undefined) {
-    if (httpStatus !== 200) return unavailable(statusOfHttp(httpStatus), `HTTP ${httpStatus}`);
-    return unavailable(stream.rstCode ? "UNAVAILABLE" : "INTERNAL", "no grpc-status");
-  }
-  const code = Number(statusHeader);
-  if (code !== 0) {
-    const name = STATUS[code] ?? "UNKNOWN";
-    return unavailable(name, "");
-  }
-  if (!String(headers["content-type"] ?? "").startsWith("application/grpc")) return unavailable("UNKNOWN", "not a gRPC response");
-  const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
-  if (body.length < 5) return unavailable("INTERNAL", "no response message");
-  if (body[0] !== 0) return unavailable("INTERNAL", "compressed response");
-  const length = body.readUInt32BE(1);
-  if (body.length !== 5 + length) return unavailable("INTERNAL", "malformed response framing");
-  return body.subarray(5);
 }
