@@ -65,8 +65,8 @@ export function parseTarget(address: string): Target {
 /** One HTTP/2 connection to one address, reconnecting with backoff. */
 class Connection {
   #session: ClientHttp2Session | undefined;
-  #ready = false;
-  #readyAt = 0;
+  /** When the server's SETTINGS arrived on the current session; undefined until then. */
+  #readyAt: number | undefined;
   #backoffMs = BACKOFF_INITIAL_MS;
   #retryTimer: NodeJS.Timeout | undefined;
   /** The retry timer replaces a connection that served (calls wait for it rather than fail). */
@@ -87,12 +87,12 @@ class Connection {
   /** A session that accepts new streams, or undefined. */
   get session(): ClientHttp2Session | undefined {
     const s = this.#session;
-    return this.#ready && s !== undefined && !s.closed && !s.destroyed ? s : undefined;
+    return this.#readyAt !== undefined && s !== undefined && !s.closed && !s.destroyed ? s : undefined;
   }
 
   /** Whether a connection attempt is under way (a call may wait for it). */
   get connecting(): boolean {
-    return (this.#session !== undefined && !this.#ready) || this.#replacing;
+    return (this.#session !== undefined && this.#readyAt === undefined) || this.#replacing;
   }
 
   /** Resolves when this connection becomes ready or its attempt fails. */
@@ -123,13 +123,12 @@ class Connection {
     if (this.#closed) return;
     const session = http2Connect(this.authority, { createConnection: this.open });
     this.#session = session;
-    this.#ready = false;
+    this.#readyAt = undefined;
     // Ready once the server's SETTINGS arrive: a socket that connects to something that is not
     // an HTTP/2 server (plain text to a TLS port, a black hole) never becomes ready, and backs off.
     session.once("remoteSettings", () => {
       if (this.#session !== session) return;
       clearTimeout(connectTimer);
-      this.#ready = true;
       this.#readyAt = performance.now();
       this.#wake();
     });
@@ -145,19 +144,19 @@ class Connection {
 
   #lost(session: ClientHttp2Session): void {
     if (this.#session !== session) return;
-    const wasReady = this.#ready;
+    const readyAt = this.#readyAt;
     this.#session = undefined;
-    this.#ready = false;
+    this.#readyAt = undefined;
     if (!session.closed && !session.destroyed) session.close(); // after a GOAWAY: let its open streams finish
     this.#wake();
     if (this.#closed) return;
-    if (wasReady && performance.now() - this.#readyAt >= MIN_SERVING_MS) {
+    if (readyAt !== undefined && performance.now() - readyAt >= MIN_SERVING_MS) {
       this.#backoffMs = BACKOFF_INITIAL_MS;
       this.#connect();
       return;
     }
-    this.#replacing = wasReady;
-    if (!wasReady) this.onFailure();
+    this.#replacing = readyAt !== undefined;
+    if (!this.#replacing) this.onFailure();
     const jitter = 1 + BACKOFF_JITTER * (2 * Math.random() - 1);
     this.#retryTimer = setTimeout(() => this.#connect(), this.#backoffMs * jitter);
     this.#retryTimer.unref();
