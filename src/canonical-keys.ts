@@ -15,7 +15,7 @@
  * - a principal from an identity source (one caller, one object, for as long as the source
  *   remembers it) carries its key inside it (freezePrincipal), computed once.
  */
-import type { AttrValue, Attributes, Check, Principal, Resource } from "./model.js";
+import type { AttrValue, Attributes, Check, ForwardedRequest, Principal, Resource } from "./model.js";
 
 function str(s: string): string {
   return `${s.length}:${s}`;
@@ -84,6 +84,20 @@ export function principalKey(p: Principal): string {
 /** Resource part of the key: kind, id, attr, scope, policyVersion. */
 export function resourceKey(r: Resource): string {
   return "R" + str(r.kind) + str(r.id) + attributes(r.attr) + str(r.scope ?? "") + str(r.policyVersion ?? "");
+}
+
+/**
+ * resourceKey() of the generic mapping's resource — kind "route", id the path, attr { host, ip,
+ * method, path, query, scheme } — written out at once instead of walking the object: the same
+ * string (a unit test holds them equal), for a fraction of the cost on every generic request.
+ */
+export function genericResourceKey(req: ForwardedRequest): string {
+  const { host, ip, method, path, scheme } = req;
+  return (
+    `R5:route${path.length}:${path}o6{4:hosts${host.length}:${host}2:ips${ip.length}:${ip}` +
+    `6:methods${method.length}:${method}4:paths${path.length}:${path}5:query${attributes(req.query)}` +
+    `6:schemes${scheme.length}:${scheme}}0:0:`
+  );
 }
 
 /** The check key from its parts (principalKey, resourceKey), one flat string. */

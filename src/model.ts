@@ -24,7 +24,7 @@ export interface ForwardedRequest {
   /** Client address: the right-most X-Forwarded-For entry ("" when absent). */
   readonly ip: string;
   /** Every header of the auth request, lower-case name → value (repeats joined with ", "). */
-  readonly headers: Readonly<Record<string, string>>;
+  readonly headers: ReadonlyMap<string, string>;
 }
 
 export interface Principal {

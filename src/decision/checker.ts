@@ -13,6 +13,8 @@ export interface CheckOptions {
   readonly cacheable: boolean;
   /** Epoch seconds (token exp): no cached answer outlives it. */
   readonly expiresAt?: number;
+  /** resourceKey(check.resource), when the mapping already has it. */
+  readonly resourceKey?: string;
 }
 
 export interface CheckerEvents {
@@ -30,7 +32,7 @@ export function createChecker(cache: DecisionCache, pdp: PdpChecker, events: Che
   const coalescer = createCoalescer<Decision>();
   return (check, opts) => {
     const pKey = principalKey(check.principal);
-    const rKey = resourceKey(check.resource);
+    const rKey = opts.resourceKey ?? resourceKey(check.resource);
     const key = checkKeyOf(pKey, rKey, check.action, check.token);
     if (opts.cacheable) {
       const hit = cache.get(key);

@@ -61,7 +61,7 @@ export function createDecider(deps: DeciderDeps): Decide {
   const responseHeaders: ResponseHeaders = compileResponseHeaders(config.response.headers);
 
   function verdictOf(req: ForwardedRequest, who: Identity, route: string, shadow: boolean, check: Check, decision: Decision): Verdict {
-    const callId = decision.callId ? { callId: decision.callId } : {};
+    const { callId } = decision;
     if (decision.allowed || shadow) {
       return {
         status: 200,
@@ -69,10 +69,10 @@ export function createDecider(deps: DeciderDeps): Decide {
         route,
         headers: responseHeaders({ req, identity: who, params: {} }),
         check,
-        ...callId,
+        callId,
       };
     }
-    return { ...refuse(FORBIDDEN_BY_POLICY, route, check), ...callId };
+    return { ...refuse(FORBIDDEN_BY_POLICY, route, check), callId };
   }
 
   /** `done` sees every verdict once (decision log, metrics) and returns it. */
@@ -88,9 +88,9 @@ export function createDecider(deps: DeciderDeps): Decide {
         principal: who.principal,
         resource: mapping.resource,
         action: mapping.action,
-        ...(who.forwardedToken ? { token: who.forwardedToken } : {}),
+        token: who.forwardedToken || undefined,
       };
-      const decided = checker(check, { cacheable: mapping.cacheable, ...(who.expiresAt !== undefined ? { expiresAt: who.expiresAt } : {}) });
+      const decided = checker(check, { cacheable: mapping.cacheable, expiresAt: who.expiresAt, resourceKey: mapping.resourceKey });
       const { shadow } = mapping;
       const r = route;
       if (decided instanceof Promise) {

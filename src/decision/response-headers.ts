@@ -7,12 +7,15 @@ import { parseTemplate, type TemplateContext } from "../mapping/template.js";
 
 export type ResponseHeaders = (ctx: TemplateContext) => ReadonlyArray<readonly [string, string]>;
 
+const NONE: ReadonlyArray<readonly [string, string]> = Object.freeze([]);
+
 export function compileResponseHeaders(spec: Readonly<Record<string, string>>): ResponseHeaders {
   const compiled = Object.entries(spec).map(([name, src]) => {
     const parsed = parseTemplate(src);
     if (!parsed.ok) throw new Error(`response.headers.${name}: ${parsed.error}`); // the schema already refused it
     return [name, parsed.render] as const;
   });
+  if (compiled.length === 0) return () => NONE;
   return (ctx) => compiled.map(([name, render]) => [name, safeHeaderValue(render(ctx))] as const);
 }
 

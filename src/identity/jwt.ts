@@ -211,11 +211,11 @@ function buildKeySet(cfg: JwtConfig, log: JwksLog | undefined, onChange: () => v
 export function tokenExtractor(cfg: Pick<JwtConfig, "header" | "cookie">): (req: ForwardedRequest) => string | undefined {
   if (cfg.cookie !== undefined) {
     const name = cfg.cookie;
-    return (req) => cookieToken(req.headers["cookie"], name);
+    return (req) => cookieToken(req.headers.get("cookie"), name);
   }
   const header = (cfg.header ?? "Authorization").toLowerCase();
   const schemeRequired = header === "authorization";
-  return (req) => headerToken(req.headers[header], schemeRequired);
+  return (req) => headerToken(req.headers.get(header), schemeRequired);
 }
 
 /** `Bearer <token>` (scheme required for Authorization, optional elsewhere). */

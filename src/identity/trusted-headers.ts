@@ -23,13 +23,13 @@ export function trustedHeadersSource(cfg: TrustedHeadersConfig): (req: Forwarded
   const attrNames = Object.entries(cfg.attr).map(([attr, header]) => [attr, header.toLowerCase()] as const);
   const remembered = new Map<string, Identity>();
   return (req) => {
-    const rawId = req.headers[idName];
+    const rawId = req.headers.get(idName);
     if (rawId === undefined) return undefined;
-    const rawRoles = rolesName ? req.headers[rolesName] : undefined;
+    const rawRoles = rolesName ? req.headers.get(rolesName) : undefined;
     // Length-prefixed, so no value can borrow characters from its neighbour.
     let key = `${rawId.length}:${rawId}${rawRoles === undefined ? "-" : `${rawRoles.length}:${rawRoles}`}`;
     for (const [, header] of attrNames) {
-      const v = req.headers[header];
+      const v = req.headers.get(header);
       key += v === undefined ? "-" : `${v.length}:${v}`;
     }
     const known = remembered.get(key);
@@ -43,7 +43,7 @@ export function trustedHeadersSource(cfg: TrustedHeadersConfig): (req: Forwarded
     if (roles.length === 0) throw new Refusal("unauthenticated", `trusted identity without roles`);
     const attr: Record<string, string> = {};
     for (const [name, header] of attrNames) {
-      const v = req.headers[header];
+      const v = req.headers.get(header);
       if (v !== undefined && v !== "") attr[name] = v;
     }
     const identity: Identity = Object.freeze({ principal: freezePrincipal({ id, roles, attr }) });

@@ -23,6 +23,7 @@
  *   when X-Forwarded-For is absent; query = name → string, or list when repeated). Route label
  *   "generic". With `unmatched: deny`: `{ kind: "deny", route: "unmatched" }`.
  */
+import { genericResourceKey } from "../canonical-keys.js";
 import type { AttrValue, Attributes, ForwardedRequest, Identity, Resource } from "../model.js";
 import type { Config, RouteConfig } from "../config/schema.js";
 import { ConfigError, Refusal } from "../errors.js";
@@ -39,6 +40,8 @@ export type Mapping =
       /** Evaluate and record, but always allow. */
       readonly shadow: boolean;
       readonly cacheable: boolean;
+      /** resourceKey(resource), when the mapping had it for less (the generic mapping). */
+      readonly resourceKey?: string;
     }
   | {
       readonly kind: "deny";
@@ -141,6 +144,7 @@ function genericMapping(req: ForwardedRequest): Mapping {
     action: req.method,
     shadow: false,
     cacheable: true,
+    resourceKey: genericResourceKey(req),
   };
 }
 

@@ -49,7 +49,7 @@ function variableGetter(name: string): Getter | string {
       };
     case "headers": {
       if (rest !== rest.toLowerCase()) return `header names in templates are lower-case: "{${name}}"`;
-      return (c) => c.req.headers[rest] ?? "";
+      return (c) => c.req.headers.get(rest) ?? "";
     }
     case "claims": {
       const path = rest.split(".");

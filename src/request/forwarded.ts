@@ -30,7 +30,7 @@
  *   address the chain is not what we expect → 400 (also when it is empty, e.g. "1.2.3.4,"). Accepted
  *   forms: IPv4 (no leading zeros), IPv6, "[IPv6]", "IPv4:port", "[IPv6]:port"; the port is dropped
  *   and IPv6 is lower-cased.
- * - headers: lower-case name → value; repeats are joined with ", ", except "cookie", joined with "; "
+ * - headers: a Map, lower-case name → value; repeats are joined with ", ", except "cookie", joined with "; "
  *   (RFC 9113 §8.2.3; a ", " join would corrupt the last cookie of each line).
  */
 import { normalizeHeaderName } from "../config/schema.js";
@@ -82,7 +82,8 @@ export function rebuildRequest(headers: HeaderList, opts: RebuildOptions): Forwa
   const maxUri = opts.maxUriBytes ?? DEFAULT_MAX_URI_BYTES;
   const own = opts.ownHeaderNames;
   const checkOwn = own.size > 0;
-  const all: Record<string, string> = Object.create(null);
+  // A Map, not an object: fresh header names (uWS makes new strings) need no internalising.
+  const all = new Map<string, string>();
 
   let method: string | undefined;
   let uri: string | undefined;
@@ -101,8 +102,8 @@ export function rebuildRequest(headers: HeaderList, opts: RebuildOptions): Forwa
     const value = entry[1];
 
     headerBytes += name.length + value.length + 4;
-    const prev = all[name];
-    all[name] = prev === undefined ? value : prev + (name === "cookie" ? "; " : ", ") + value;
+    const prev = all.get(name);
+    all.set(name, prev === undefined ? value : prev + (name === "cookie" ? "; " : ", ") + value);
 
     if (checkOwn && planted === undefined) {
       const norm = normalizedName(name);

@@ -289,7 +289,7 @@ describe("https with jwksCa", () => {
     try {
       await src.whenReady();
       const token = await new SignJWT({ sub: "u", roles: ["r"], iss: "i", exp: Math.floor(Date.now() / 1000) + 60 }).setProtectedHeader(header("a")).sign(a.privateKey);
-      const req = { method: "GET", scheme: "http", host: "h", path: "/", rawQuery: "", query: {}, ip: "", headers: { authorization: `Bearer ${token}` } } satisfies ForwardedRequest;
+      const req = { method: "GET", scheme: "http", host: "h", path: "/", rawQuery: "", query: {}, ip: "", headers: new Map([["authorization", `Bearer ${token}`]]) } satisfies ForwardedRequest;
       expect(((await src.resolve(req)) as Identity).principal.id).toBe("u");
     } finally {
       src.close();
@@ -324,7 +324,7 @@ describe("the JWT source over a real JWKS endpoint", () => {
       identity: { jwt: { jwksUrl: server.url, issuer: "i", algorithms: ["RS256"] } },
     }).identity.jwt!;
     const src = createJwtSource(cfg);
-    const req = (token: string): ForwardedRequest => ({ method: "GET", scheme: "http", host: "h", path: "/", rawQuery: "", query: {}, ip: "", headers: { authorization: `Bearer ${token}` } });
+    const req = (token: string): ForwardedRequest => ({ method: "GET", scheme: "http", host: "h", path: "/", rawQuery: "", query: {}, ip: "", headers: new Map([["authorization", `Bearer ${token}`]]) });
     const sign = (p: Pair) => new SignJWT({ sub: "u", roles: ["r"], iss: "i", exp: Math.floor(Date.now() / 1000) + 60 }).setProtectedHeader(header(p.jwk.kid!)).sign(p.privateKey);
     try {
       await src.whenReady();

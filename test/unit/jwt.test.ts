@@ -24,7 +24,7 @@ function jwtConfig(jwt: Record<string, unknown>): JwtConfig {
 }
 
 function req(headers: Record<string, string>): ForwardedRequest {
-  return { method: "GET", scheme: "http", host: "app.example.com", path: "/", rawQuery: "", query: {}, ip: "", headers };
+  return { method: "GET", scheme: "http", host: "app.example.com", path: "/", rawQuery: "", query: {}, ip: "", headers: new Map(Object.entries(headers)) };
 }
 
 const bearer = (token: string) => req({ authorization: `Bearer ${token}` });

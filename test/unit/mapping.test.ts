@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import FindMyWay from "find-my-way";
+import { resourceKey } from "../../src/canonical-keys.js";
 import { configSchema } from "../../src/config/schema.js";
 import { ConfigError, Refusal } from "../../src/errors.js";
 import { canonicalizePath } from "../../src/request/canonical-path.js";
@@ -24,7 +25,7 @@ function req(over: Partial<ForwardedRequest> = {}): ForwardedRequest {
     rawQuery: "",
     query: {},
     ip: "10.0.0.1",
-    headers: {},
+    headers: new Map(),
     ...over,
   };
 }
@@ -342,7 +343,7 @@ describe("methods and actions", () => {
   it('an action template "{method}" renders the method; one rendering empty is a 400', () => {
     const m = mapperFor([route("a", { path: "/a" }), route("b", { path: "/b", action: "{headers.x-action}" })]);
     expect(check(m.map(req({ path: "/a", method: "PATCH" }), alice)).action).toBe("PATCH");
-    expect(check(m.map(req({ path: "/b", headers: { "x-action": "approve" } }), alice)).action).toBe("approve");
+    expect(check(m.map(req({ path: "/b", headers: new Map([["x-action", "approve"]]) }), alice)).action).toBe("approve");
     expect(refusalOf(() => m.map(req({ path: "/b" }), alice)).code).toBe("bad_request");
   });
 });
@@ -387,7 +388,7 @@ describe("resource templates", () => {
     path: "/t/acme/docs/d-1",
     rawQuery: "filter=open&tag=a&tag=b",
     query: { filter: "open", tag: ["a", "b"] },
-    headers: { "x-region": "eu" },
+    headers: new Map([["x-region", "eu"]]),
   });
 
   it("renders params, query, headers, principal, claims and request fields", () => {
@@ -428,7 +429,7 @@ describe("resource templates", () => {
   });
 
   it("scope and policyVersion are included when they render non-empty", () => {
-    const r = check(m.map({ ...request, headers: { "x-policy-version": "v2" } }, { principal: alice.principal }));
+    const r = check(m.map({ ...request, headers: new Map([["x-policy-version", "v2"]]) }, { principal: alice.principal }));
     expect(r.resource.policyVersion).toBe("v2");
     expect(Object.keys(r.resource)).not.toContain("scope"); // no claims: scope renders empty
     expect(r.resource.attr).not.toHaveProperty("region");
@@ -468,18 +469,35 @@ describe("unmatched requests", () => {
       req({ method: "DELETE", scheme: "http", host: "h.example:8080", path: "/a/b", rawQuery: "q=1&t=a&t=b", query: { q: "1", t: ["a", "b"] }, ip: "" }),
       alice,
     );
+    const resource = {
+      kind: "route",
+      id: "/a/b",
+      attr: { method: "DELETE", host: "h.example:8080", path: "/a/b", scheme: "http", ip: "", query: { q: "1", t: ["a", "b"] } },
+    };
     expect(r).toEqual({
       kind: "check",
       route: "generic",
       action: "DELETE",
       shadow: false,
       cacheable: true,
-      resource: {
-        kind: "route",
-        id: "/a/b",
-        attr: { method: "DELETE", host: "h.example:8080", path: "/a/b", scheme: "http", ip: "", query: { q: "1", t: ["a", "b"] } },
-      },
+      resource,
+      // Written out by the mapper, and the very key the cache would compute from the resource.
+      resourceKey: resourceKey(resource),
     });
+  });
+
+  it("generic: the resource key it hands over is resourceKey() of its resource, for any request", () => {
+    const m = mapperFor([], { unmatched: "generic" });
+    const text = fc.string({ unit: fc.constantFrom("a", "1", ":", "/", "{", "}", "s", "o", "é", "\u0000"), maxLength: 6 });
+    const query = fc.dictionary(text, fc.oneof(text, fc.array(text, { maxLength: 3 })), { maxKeys: 3 });
+    fc.assert(
+      fc.property(text, text, text, text, text, fc.constantFrom("http" as const, "https" as const), query, (method, host, path, ip, rawQuery, scheme, q) => {
+        const r = m.map(req({ method, host, path: "/" + path, ip, rawQuery, scheme, query: q }), alice);
+        if (r.kind !== "check") throw new Error("generic mapping expected");
+        expect(r.resourceKey).toBe(resourceKey(r.resource));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it("deny: 403 without a PDP question, labelled unmatched", () => {

@@ -17,7 +17,7 @@ const req = (headers: Record<string, string>): ForwardedRequest => ({
   rawQuery: "",
   query: {},
   ip: "",
-  headers,
+  headers: new Map(Object.entries(headers)),
 });
 
 describe("trusted headers: remembered identities", () => {
