@@ -15,14 +15,15 @@
  */
 import { parseArgs } from "node:util";
 import { Registry } from "prom-client";
+import { createServiceDecider } from "../src/app.js";
 import { parseConfig } from "../src/config/load.js";
 import { createChecker } from "../src/decision/checker.js";
-import { createDecider, type HeaderList } from "../src/decision/decide.js";
+import type { HeaderList } from "../src/decision/decide.js";
 import { createDecisionCache } from "../src/decision/decision-cache.js";
 import { writeVerdict } from "../src/http/responses.js";
 import type { HttpResponse } from "../src/http/uws.js";
 import { createIdentityResolver } from "../src/identity/resolve.js";
-import { compileMapper } from "../src/mapping/mapper.js";
+import { createLogger } from "../src/log.js";
 import { createMetrics } from "../src/metrics.js";
 import type { PdpChecker } from "../src/pdp/batcher.js";
 import { forwardAuthHeaders, hitRequests } from "./scenarios.js";
@@ -45,13 +46,11 @@ const pdp: PdpChecker = {
   setAuthzenAvailable() {},
 };
 const metrics = createMetrics(new Registry());
-const checker = createChecker(createDecisionCache(config.cache), pdp, { cacheHit: metrics.cacheHit, cacheMiss: metrics.cacheMiss, coalesced: metrics.coalesced });
-const decide = createDecider({
-  config,
+const decide = createServiceDecider(config, {
   identity: createIdentityResolver(config.identity),
-  mapper: compileMapper(config),
-  checker,
-  onDecision: (v, _id, ms) => metrics.request(v.route, v.outcome, ms / 1000),
+  checker: createChecker(createDecisionCache(config.cache), pdp, metrics),
+  metrics,
+  logger: createLogger(config.log.level),
 });
 
 // The bytes the load worker sends, as uWS lists them: lower-case names, Host and Connection first.

@@ -4,7 +4,7 @@
  */
 import { Registry } from "prom-client";
 import type { Config } from "./config/schema.js";
-import { createChecker } from "./decision/checker.js";
+import { createChecker, type Checker } from "./decision/checker.js";
 import { createDecider, type Decide, type Verdict } from "./decision/decide.js";
 import { createDecisionCache } from "./decision/decision-cache.js";
 import { startAdminServer, type AdminServer } from "./http/admin-server.js";
@@ -46,6 +46,20 @@ export interface AppOptions {
   readonly registry?: Registry;
 }
 
+/**
+ * decide() as the service runs it for a config: its mapping, the shared checker, and every
+ * verdict counted in the metrics and written to the decision log (bench/hit-path.ts runs it too).
+ */
+export function createServiceDecider(cfg: Config, parts: { identity: IdentityResolver; checker: Checker; metrics: Metrics; logger: Logger }): Decide {
+  const { metrics } = parts;
+  const logDecision = decisionLogger(parts.logger, cfg.log.decisions);
+  const onDecision = (v: Verdict, requestId: string, ms: number) => {
+    metrics.request(v.route, v.outcome, ms / 1000);
+    logDecision?.(v, requestId, ms);
+  };
+  return createDecider({ config: cfg, identity: parts.identity, mapper: compileMapper(cfg), checker: parts.checker, onDecision });
+}
+
 export async function startApp(config: Config, opts: AppOptions = {}): Promise<App> {
   loadUws(); // refuse the JS fallback before anything else starts
   const logger = opts.logger ?? createLogger(config.log.level);
@@ -81,11 +95,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     onPending: (n) => metrics.setPendingChecks(n),
   });
   const cache = createDecisionCache(config.cache);
-  const checker = createChecker(cache, batcher, {
-    cacheHit: metrics.cacheHit,
-    cacheMiss: metrics.cacheMiss,
-    coalesced: metrics.coalesced,
-  });
+  const checker = createChecker(cache, batcher, metrics);
 
   let shuttingDown = false;
   /** AuthZEN support is learned from the PDP at start-up and again each time it comes back. */
@@ -109,14 +119,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   });
 
   /** The decision function for a config; swapped whole on reload. */
-  const deciderFor = (cfg: Config, ident: IdentityResolver): Decide => {
-    const logDecision = decisionLogger(logger, cfg.log.decisions);
-    const onDecision = (v: Verdict, requestId: string, ms: number) => {
-      metrics.request(v.route, v.outcome, ms / 1000);
-      logDecision?.(v, requestId, ms);
-    };
-    return createDecider({ config: cfg, identity: ident, mapper: compileMapper(cfg), checker, onDecision });
-  };
+  const deciderFor = (cfg: Config, ident: IdentityResolver): Decide => createServiceDecider(cfg, { identity: ident, checker, metrics, logger });
   let current = config;
   let decide = deciderFor(config, identity);
 

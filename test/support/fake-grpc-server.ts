@@ -111,22 +111,15 @@ export async function startFakeGrpcServer(handler: CallHandler, opts: { unix?: b
   await listen(server, path);
   const target = path ? `unix:${path}` : `127.0.0.1:${(server.address() as { port: number }).port}`;
 
-  let closing: Promise<void> | undefined;
   return {
     target,
     path,
     calls,
     callsTo: (p) => calls.filter((c) => c.headers[":path"] === p),
     accepted: () => accepted,
-    close() {
-      closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        for (const s of sessions) s.destroy();
-        await closed;
-        if (dir) rmSync(dir, { recursive: true, force: true });
-      })();
-      return closing;
-    },
+    close: closer(server, sessions, () => {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }),
   };
 }
 
@@ -156,20 +149,29 @@ export async function startNotHttp2Server(mode: "garbage" | "close" | "silent"):
     else if (mode === "close") socket.end();
   });
   await listen(server, undefined);
-  let closing: Promise<void> | undefined;
   return {
     target: `127.0.0.1:${(server.address() as { port: number }).port}`,
     accepted: () => times.length,
     acceptedAt: () => times,
-    close() {
-      closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        // TESTING.md: destroy(), never resetAndDestroy(), on a socket whose peer may be gone.
-        for (const s of sockets) s.destroy();
-        await closed;
-      })();
-      return closing;
-    },
+    close: closer(server, sockets),
+  };
+}
+
+/**
+ * close() for a server, once however often it is called: stops listening, destroys what is still
+ * open (TESTING.md: destroy(), never resetAndDestroy(), on a peer that may be gone), waits for
+ * the server to close, then runs `after`.
+ */
+function closer(server: Server, open: Iterable<{ destroy(): void }>, after?: () => void): () => Promise<void> {
+  let closing: Promise<void> | undefined;
+  return () => {
+    closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of open) s.destroy();
+      await closed;
+      after?.();
+    })();
+    return closing;
   };
 }
 
